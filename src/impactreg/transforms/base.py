@@ -1,0 +1,74 @@
+"""The transform interface: maps FIXED-space world points to MOVING-space world points.
+
+Parameters are one flat float64 tensor in elastix's order. Every transform gives mapped points,
+the spatial Jacobian dT/dx (N, D, D) and its determinant, and the derivative of the mapped points
+with respect to the parameters: dense (N, D, P) for the low-dimensional transforms, sparse
+(``SparseJacobian``) for B-splines. ``map`` is differentiable in the parameters by autograd too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class SparseJacobian:
+    """dT_d(x_n)/d mu[d * num_coefficients + indices[n, k]] = weights[n, k]; all else zero."""
+
+    weights: torch.Tensor  # (N, K)
+    indices: torch.Tensor  # (N, K) coefficient indices, shared by the D output axes
+    num_coefficients: int
+    dim: int
+
+    def to_dense(self) -> torch.Tensor:
+        n = self.weights.shape[0]
+        dense = torch.zeros(n, self.dim, self.dim * self.num_coefficients, dtype=self.weights.dtype,
+                            device=self.weights.device)
+        rows = torch.arange(n, device=self.weights.device)[:, None].expand_as(self.indices)
+        for d in range(self.dim):
+            dense[:, d].index_put_((rows, self.indices + d * self.num_coefficients), self.weights, accumulate=True)
+        return dense
+
+
+class Transform:
+    """Base class. Subclasses set ``elastix_name`` and implement ``map``."""
+
+    elastix_name = ""
+
+    def __init__(self, dim: int, parameters: torch.Tensor):
+        self.dim = dim
+        self.parameters = torch.as_tensor(parameters, dtype=torch.float64).clone().reshape(-1)
+
+    @property
+    def number_of_parameters(self) -> int:
+        return self.parameters.numel()
+
+    def with_parameters(self, parameters: torch.Tensor) -> "Transform":
+        """A copy of this transform with other parameters (same fixed settings)."""
+        clone = object.__new__(type(self))
+        clone.__dict__.update(self.__dict__)
+        clone.parameters = torch.as_tensor(parameters, dtype=torch.float64).reshape(-1)
+        return clone
+
+    def to(self, device) -> "Transform":
+        return self.with_parameters(self.parameters.to(device))
+
+    def map(self, points: torch.Tensor, parameters: torch.Tensor | None = None) -> torch.Tensor:
+        """Fixed-space points (..., D) -> moving-space points (..., D)."""
+        raise NotImplementedError
+
+    def spatial_jacobian(self, points: torch.Tensor) -> torch.Tensor:
+        """dT/dx at points (..., D) -> (..., D, D), row = output axis."""
+        raise NotImplementedError
+
+    def jacobian_determinant(self, points: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.det(self.spatial_jacobian(points))
+
+    def parameter_jacobian(self, points: torch.Tensor):
+        """dT/dmu at points (N, D): a dense (N, D, P) tensor or a SparseJacobian."""
+        raise NotImplementedError
+
+    def _params(self, parameters, like: torch.Tensor) -> torch.Tensor:
+        p = self.parameters if parameters is None else parameters
+        return p.to(device=like.device, dtype=like.dtype) if p.dtype != like.dtype or p.device != like.device else p

@@ -1,0 +1,141 @@
+"""B-spline free-form deformation: T(x) = x + sum_k c_k beta(u(x) - k), on a control-point grid.
+
+The control grid is a ``Grid`` (elastix's GridSize, GridOrigin, GridSpacing, GridDirection).
+Parameters are elastix's: all x coefficients, then all y (then all z), each in grid order with x
+fastest. As in ITK, a point whose B-spline support does not lie wholly inside the control grid
+is not displaced (and has zero parameter derivative).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from ..geometry import Grid
+from ..interpolation import bspline_kernel, bspline_kernel_derivative
+from .base import SparseJacobian, Transform
+
+
+class BSplineTransform(Transform):
+    elastix_name = "BSplineTransform"
+
+    def __init__(self, grid: Grid, order: int = 3, parameters=None):
+        if order not in (1, 2, 3):
+            raise ValueError(f"B-spline transform order must be 1, 2 or 3, got {order}")
+        if any(n < order + 1 for n in grid.size):
+            raise ValueError(f"control grid {grid.size} is too small for spline order {order}")
+        self.grid = grid
+        self.order = order
+        n = grid.dim * grid.num_voxels
+        super().__init__(grid.dim, torch.zeros(n, dtype=torch.float64) if parameters is None else parameters)
+        if self.parameters.numel() != n:
+            raise ValueError(f"a B-spline transform on grid {grid.size} has {n} parameters, got {self.parameters.numel()}")
+
+    @classmethod
+    def over_image(cls, image_grid: Grid, spacing_mm, order: int = 3,
+                   initial: Transform | None = None) -> "BSplineTransform":
+        """A zero transform whose control grid covers ``image_grid`` at ``spacing_mm``, laid out as elastix does."""
+        return cls(control_grid_for_image(image_grid, spacing_mm, order, initial), order)
+
+    @property
+    def num_coefficients(self) -> int:
+        return self.grid.num_voxels
+
+    def coefficients(self, parameters=None) -> torch.Tensor:
+        """Coefficients as (D, [Z,] Y, X) displacement images in mm."""
+        p = self.parameters if parameters is None else parameters
+        return p.reshape(self.dim, *self.grid.shape)
+
+    def _support(self, points: torch.Tensor, derivative: bool = False):
+        """Flat coefficient indices (N, K), weights (N, K), per-axis weights, validity (N,)."""
+        u = self.grid.world_to_index(points.reshape(-1, self.dim))
+        start = torch.floor(u - (self.order - 1) / 2.0)
+        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
+        t = u[:, :, None] - (start[:, :, None] + taps)
+        w = bspline_kernel(t, self.order)
+        dw = bspline_kernel_derivative(t, self.order) if derivative else None
+        size = torch.tensor(self.grid.size, device=u.device, dtype=u.dtype)
+        valid = ((start >= 0) & (start + self.order <= size - 1)).all(dim=-1)
+        start = torch.where(valid[:, None], start, torch.zeros_like(start)).long()
+        strides = np.cumprod((1,) + self.grid.size[:-1])
+        flat = start[:, 0, None] + torch.arange(self.order + 1, device=u.device)
+        weight = w[:, 0]
+        for d in range(1, self.dim):
+            axis = (start[:, d, None] + torch.arange(self.order + 1, device=u.device)) * int(strides[d])
+            flat = (flat[:, :, None] + axis[:, None, :]).reshape(len(u), -1)
+            weight = (weight[:, :, None] * w[:, d][:, None, :]).reshape(len(u), -1)
+        return flat, weight, w, dw, valid
+
+    def map(self, points, parameters=None):
+        p = self._params(parameters, points)
+        flat, weight, _, _, valid = self._support(points)
+        coef = p.reshape(self.dim, -1)
+        disp = (coef[:, flat] * weight).sum(-1).T  # (N, D)
+        disp = disp * valid[:, None].to(disp.dtype)
+        return points + disp.reshape(points.shape)
+
+    def displacement(self, points, parameters=None):
+        return self.map(points, parameters) - points
+
+    def spatial_jacobian(self, points):
+        lead = points.shape[:-1]
+        flat, _, w, dw, valid = self._support(points, derivative=True)
+        coef = self._params(None, points).reshape(self.dim, -1)[:, flat]  # (D, N, K)
+        n = flat.shape[0]
+        grads = []
+        for e in range(self.dim):
+            we = dw[:, 0] if e == 0 else w[:, 0]
+            for d in range(1, self.dim):
+                wd = dw[:, d] if d == e else w[:, d]
+                we = (we[:, :, None] * wd[:, None, :]).reshape(n, -1)
+            grads.append((coef * we).sum(-1).T)  # (N, D): d disp / d u_e
+        d_disp_du = torch.stack(grads, dim=-1)  # (N, D, D_u)
+        w2i = torch.tensor(self.grid.world_to_index_matrix, dtype=points.dtype, device=points.device)
+        jac = d_disp_du @ w2i * valid[:, None, None].to(points.dtype)
+        jac = jac + torch.eye(self.dim, dtype=points.dtype, device=points.device)
+        return jac.reshape(*lead, self.dim, self.dim)
+
+    def parameter_jacobian(self, points):
+        flat, weight, _, _, valid = self._support(points)
+        weight = weight * valid[:, None].to(weight.dtype)
+        return SparseJacobian(weight, flat, self.num_coefficients, self.dim)
+
+
+def control_grid_for_image(image_grid: Grid, spacing_mm, order: int = 3,
+                           initial: Transform | None = None) -> Grid:
+    """The control grid elastix lays over a fixed image for a grid spacing in mm.
+
+    The grid shares the image's direction. Along image axis i (N voxels of spacing s), it has
+    ceil(N s / g) + order nodes at spacing g, centred on the voxel centres' extent (N - 1) s.
+    With an initial transform (composed before the B-spline), elastix first replaces the image
+    box by the bounding box, in image-axis coordinates, of the mapped border voxels, scaling s
+    and g by the same factor per axis; this is reproduced here.
+    """
+    dim = image_grid.dim
+    n = np.asarray(image_grid.size, dtype=np.float64)
+    s = image_grid.spacing.astype(np.float64).copy()
+    o = image_grid.origin.astype(np.float64).copy()
+    D = image_grid.direction
+    g = np.broadcast_to(np.asarray(spacing_mm, dtype=np.float64), (dim,)).copy()
+    if initial is not None:
+        border = _border_voxel_points(image_grid)
+        with torch.no_grad():
+            mapped = initial.map(torch.from_numpy(border)).numpy()
+        q = mapped @ np.linalg.inv(D).T
+        lo, hi = q.min(axis=0), q.max(axis=0)
+        ratio = np.where(n > 1, (hi - lo) / np.maximum(s * (n - 1), 1e-300), 1.0)
+        o = np.where(n > 1, D @ lo, o)
+        s, g = s * ratio, g * ratio
+    size = np.array([int(math.ceil(n[i] * s[i] / g[i])) + order for i in range(dim)])
+    local = o - ((size - 1) * g - (n - 1) * s) / 2.0
+    origin = o + D @ (local - o)
+    return Grid(tuple(int(v) for v in size), g, origin, D)
+
+
+def _border_voxel_points(grid: Grid) -> np.ndarray:
+    """World positions of every voxel with some index at 0 or N - 1."""
+    index = grid.voxel_indices().numpy()
+    size = np.asarray(grid.size)
+    on_border = ((index == 0) | (index == size - 1)).any(axis=1)
+    return grid.index_to_world(index[on_border])
