@@ -227,3 +227,9 @@ def sample(image: Image, points: torch.Tensor, order: int = 1, default: float = 
            gradient: bool = False) -> Samples:
     """One-off sampling of ``image`` at world ``points`` (..., D); see Interpolator."""
     return Interpolator(image, order=order, default=default, device=points.device, dtype=points.dtype)(points, gradient)
+
+
+def bspline_kernel_second_derivative(t: torch.Tensor, order: int) -> torch.Tensor:
+    if order < 2:
+        return torch.zeros_like(t)
+    return bspline_kernel(t + 1.0, order - 2) - 2.0 * bspline_kernel(t, order - 2) + bspline_kernel(t - 1.0, order - 2)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from ..geometry import Grid
-from ..interpolation import bspline_kernel, bspline_kernel_derivative
+from ..interpolation import bspline_kernel, bspline_kernel_derivative, bspline_kernel_second_derivative
 from .base import SparseJacobian, Transform
 
 
@@ -95,6 +95,31 @@ class BSplineTransform(Transform):
         jac = d_disp_du @ w2i * valid[:, None, None].to(points.dtype)
         jac = jac + torch.eye(self.dim, dtype=points.dtype, device=points.device)
         return jac.reshape(*lead, self.dim, self.dim)
+
+    def spatial_hessian(self, points, parameters=None):
+        """d^2 T_d / dx_i dx_j at points (N, D) -> (N, D, D, D), differentiable in the parameters."""
+        u = self.grid.world_to_index(points.reshape(-1, self.dim))
+        start = torch.floor(u - (self.order - 1) / 2.0)
+        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
+        t = u[:, :, None] - (start[:, :, None] + taps)
+        kernels = [bspline_kernel(t, self.order), bspline_kernel_derivative(t, self.order),
+                   bspline_kernel_second_derivative(t, self.order)]
+        flat, _, _, _, valid = self._support(points)
+        coef = self._params(parameters, points).reshape(self.dim, -1)[:, flat]  # (D, N, K)
+        n = flat.shape[0]
+        hess_u = torch.zeros(n, self.dim, self.dim, self.dim, dtype=points.dtype, device=points.device)
+        for e in range(self.dim):
+            for f in range(e, self.dim):
+                orders = [int(a == e) + int(a == f) for a in range(self.dim)]
+                w = kernels[orders[0]][:, 0]
+                for a in range(1, self.dim):
+                    w = (w[:, :, None] * kernels[orders[a]][:, a][:, None, :]).reshape(n, -1)
+                value = (coef * w).sum(-1).T  # (N, D)
+                hess_u[:, :, e, f] = value
+                hess_u[:, :, f, e] = value
+        w2i = torch.tensor(self.grid.world_to_index_matrix, dtype=points.dtype, device=points.device)
+        hess = torch.einsum("ndef,ei,fj->ndij", hess_u, w2i, w2i)
+        return hess * valid[:, None, None, None].to(points.dtype)
 
     def parameter_jacobian(self, points):
         flat, weight, _, _, valid = self._support(points)

@@ -1,0 +1,71 @@
+"""Image filters the engine needs: Gaussian smoothing in mm, resampling onto a grid, erosion."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .geometry import Grid
+from .image import Image
+from .interpolation import Interpolator
+
+
+def gaussian_kernel(sigma_vox: float, dtype=torch.float64, device=None) -> torch.Tensor:
+    radius = max(1, int(math.ceil(4.0 * sigma_vox)))
+    x = torch.arange(-radius, radius + 1, dtype=dtype, device=device)
+    k = torch.exp(-0.5 * (x / sigma_vox) ** 2)
+    return k / k.sum()
+
+
+def gaussian_smooth(image: Image, sigma_mm) -> Image:
+    """Separable Gaussian smoothing with sigma in mm per image axis (x, y[, z]); edges replicated."""
+    sigma_mm = np.broadcast_to(np.asarray(sigma_mm, dtype=np.float64), (image.dim,))
+    data = image.data.to(torch.float32)
+    for axis in range(image.dim):  # axis in x-y-z order
+        sigma_vox = float(sigma_mm[axis] / image.grid.spacing[axis])
+        if sigma_vox <= 0:
+            continue
+        kernel = gaussian_kernel(sigma_vox, torch.float32, data.device)
+        r = (kernel.numel() - 1) // 2
+        dim_t = data.dim() - 1 - axis  # torch axis
+        moved = data.movedim(dim_t, -1)
+        shape = moved.shape
+        rows = moved.reshape(-1, 1, shape[-1])
+        rows = F.pad(rows, (r, r), mode="replicate")
+        rows = F.conv1d(rows, kernel.view(1, 1, -1))
+        data = rows.reshape(shape).movedim(-1, dim_t)
+    return Image(data.contiguous(), image.grid, image.pixel_type)
+
+
+def shrunk_grid(grid: Grid, factors) -> Grid:
+    """The grid of an image shrunk by ``factors`` (x, y[, z]) as ITK's pyramid filters lay it out:
+    spacing x factor, size floor(size / factor), first voxel centred on the first block of voxels."""
+    factors = np.broadcast_to(np.asarray(factors, dtype=np.float64), (grid.dim,))
+    size = tuple(max(1, int(math.floor(n / f))) for n, f in zip(grid.size, factors))
+    spacing = grid.spacing * factors
+    origin = grid.index_to_world((factors - 1.0) / 2.0)
+    return Grid(size, spacing, origin, grid.direction)
+
+
+def resample_to_grid(image: Image, grid: Grid, order: int = 1, default: float = 0.0) -> Image:
+    """The image sampled at every voxel of ``grid`` (identity transform)."""
+    if image.grid.same_as(grid, tol=1e-9):
+        return image
+    interp = Interpolator(image, order=order, default=default, dtype=torch.float64)
+    values = interp(grid.voxel_points(device=image.data.device)).values
+    return Image(values.T.reshape(image.channels, *grid.shape).to(torch.float32), grid, image.pixel_type)
+
+
+def erode(mask: torch.Tensor, radius) -> torch.Tensor:
+    """Binary erosion of a (Z, Y, X) or (Y, X) bool mask by a box of ``radius`` voxels per torch axis."""
+    radius = [int(r) for r in radius]
+    if not any(radius):
+        return mask
+    x = (~mask).to(torch.float32)[None, None]
+    kernel = [2 * r + 1 for r in radius]
+    pad = [p for r in reversed(radius) for p in (r, r)]
+    x = F.pad(x, pad, mode="constant", value=1.0)
+    pool = F.max_pool3d if mask.dim() == 3 else F.max_pool2d
+    return pool(x, kernel, stride=1)[0, 0] < 0.5

@@ -1,0 +1,67 @@
+"""Image samplers: where in the fixed image the metric is evaluated (elastix's ImageSampler).
+
+``Full``: every voxel; ``Grid``: every ``SampleGridSpacing``-th voxel; ``Random``: random voxels;
+``RandomCoordinate``: random continuous positions (a random voxel plus a uniform offset inside
+it). All honour the fixed mask and return world points (N, D). Cost per draw is proportional
+to the number of samples, never to the image size.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from .errors import ImageError
+from .geometry import Grid
+
+SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
+
+
+class ImageSampler:
+    def __init__(self, kind: str, grid: Grid, mask: torch.Tensor | None = None, number_of_samples: int = 2000,
+                 grid_spacing=(2,), generator: torch.Generator | None = None, device=None,
+                 dtype: torch.dtype = torch.float32):
+        if kind not in SAMPLERS:
+            raise ValueError(f"unknown sampler {kind}")
+        self.kind, self.grid, self.n = kind, grid, int(number_of_samples)
+        self.generator = generator
+        self.device = torch.device(device or "cpu")
+        self.dtype = dtype
+        voxels = torch.ones(grid.shape, dtype=torch.bool) if mask is None else mask.to("cpu").bool()
+        if kind == "Grid":
+            step = np.broadcast_to(np.asarray(grid_spacing, dtype=int), (grid.dim,))
+            keep = torch.zeros_like(voxels)
+            keep[tuple(slice(None, None, int(s)) for s in reversed(step))] = True
+            voxels = voxels & keep
+        flat = torch.nonzero(voxels.reshape(-1)).reshape(-1)
+        if flat.numel() == 0:
+            raise ImageError("the fixed mask is empty at this resolution: no voxel to sample; check the mask "
+                             "(it must overlap the fixed image and have non-zero voxels)")
+        self._candidates = flat.to(self.device)
+        sizes = grid.size
+        strides = np.cumprod((1,) + sizes[:-1])
+        self._strides = torch.tensor(strides, device=self.device)
+        self._sizes = torch.tensor(sizes, device=self.device)
+        self._i2w = torch.tensor(grid.index_to_world_matrix, dtype=dtype, device=self.device)
+        self._origin = torch.tensor(np.array(grid.origin), dtype=dtype, device=self.device)
+
+    @property
+    def number_of_candidates(self) -> int:
+        return self._candidates.numel()
+
+    def _indices(self, flat: torch.Tensor) -> torch.Tensor:
+        return (flat[:, None] // self._strides) % self._sizes
+
+    def _to_world(self, index: torch.Tensor) -> torch.Tensor:
+        return index.to(self.dtype) @ self._i2w.T + self._origin
+
+    def sample(self, n: int | None = None) -> torch.Tensor:
+        """World points (N, D) of this draw."""
+        if self.kind in ("Full", "Grid"):
+            return self._to_world(self._indices(self._candidates))
+        n = self.n if n is None else n
+        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
+        index = self._indices(self._candidates[pick]).to(self.dtype)
+        if self.kind == "RandomCoordinate":
+            jitter = torch.rand((n, self.grid.dim), generator=self.generator, dtype=self.dtype, device="cpu") - 0.5
+            index = index + jitter.to(self.device)
+        return self._to_world(index)
