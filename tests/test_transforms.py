@@ -160,3 +160,14 @@ def test_combination_orders():
     added = CombinationTransform(a, b, "Add")  # a(p) + b(p) - p = (2,0) + (0,1) - (1,0)
     np.testing.assert_allclose(added.map(p).numpy(), [[1.0, 1.0]], atol=1e-12)
     assert composed.chain() == [a, b]
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_parameter_gradient_is_the_jacobian_transpose_product(dim):
+    pts = random_points(dim, n=25, scale=8.0)
+    d = torch.from_numpy(np.random.default_rng(3).normal(size=(25, dim)))
+    for t in all_transforms(dim):
+        jac = t.parameter_jacobian(pts)
+        dense = jac.to_dense() if isinstance(jac, SparseJacobian) else jac
+        expected = torch.einsum("ndp,nd->p", dense, d)
+        np.testing.assert_allclose(t.parameter_gradient(pts, d).numpy(), expected.numpy(), atol=1e-9, err_msg=type(t).__name__)

@@ -39,14 +39,19 @@ def gaussian_smooth(image: Image, sigma_mm) -> Image:
     return Image(data.contiguous(), image.grid, image.pixel_type)
 
 
-def shrunk_grid(grid: Grid, factors) -> Grid:
-    """The grid of an image shrunk by ``factors`` (x, y[, z]) as ITK's pyramid filters lay it out:
-    spacing x factor, size floor(size / factor), first voxel centred on the first block of voxels."""
+def shrunk_grid(grid: Grid, factors, centred: bool) -> Grid:
+    """The grid of an image shrunk by ``factors`` (x, y[, z]): spacing x factor, size
+    max(1, floor(size / factor)). ``centred`` keeps the physical centre (ITK's ShrinkImageFilter);
+    otherwise the first output voxel covers the first block of input voxels (elastix's generic
+    pyramid: origin + D (spacing_out - spacing_in) / 2)."""
     factors = np.broadcast_to(np.asarray(factors, dtype=np.float64), (grid.dim,))
-    size = tuple(max(1, int(math.floor(n / f))) for n, f in zip(grid.size, factors))
-    spacing = grid.spacing * factors
-    origin = grid.index_to_world((factors - 1.0) / 2.0)
-    return Grid(size, spacing, origin, grid.direction)
+    n = np.asarray(grid.size, dtype=np.float64)
+    m = np.maximum(1, np.floor(n / factors))
+    if centred:
+        shift = (n - 1) / 2.0 - (m - 1) / 2.0 * factors
+    else:
+        shift = (factors - 1.0) / 2.0
+    return Grid(tuple(int(v) for v in m), grid.spacing * factors, grid.index_to_world(shift), grid.direction)
 
 
 def resample_to_grid(image: Image, grid: Grid, order: int = 1, default: float = 0.0) -> Image:

@@ -40,6 +40,13 @@ def bspline_kernel(t: torch.Tensor, order: int) -> torch.Tensor:
     """Centred B-spline basis function of the given order evaluated at t."""
     if order == 0:
         return ((t >= -0.5) & (t < 0.5)).to(t.dtype)
+    a = t.abs()
+    if order == 1:
+        return (1 - a).clamp_min(0)
+    if order == 2:
+        return torch.where(a < 0.5, 0.75 - a * a, 0.5 * (1.5 - a).clamp_min(0) ** 2)
+    if order == 3:
+        return torch.where(a < 1, (4 - 6 * a * a + 3 * a * a * a) / 6, (2 - a).clamp_min(0) ** 3 / 6)
     half = (order + 1) / 2.0
     out = torch.zeros_like(t)
     for k in range(order + 2):
@@ -48,6 +55,9 @@ def bspline_kernel(t: torch.Tensor, order: int) -> torch.Tensor:
 
 
 def bspline_kernel_derivative(t: torch.Tensor, order: int) -> torch.Tensor:
+    if order == 3:
+        a = t.abs()
+        return torch.sign(t) * torch.where(a < 1, 1.5 * a * a - 2 * a, -0.5 * (2 - a).clamp_min(0) ** 2)
     return bspline_kernel(t + 0.5, order - 1) - bspline_kernel(t - 0.5, order - 1)
 
 
@@ -119,108 +129,84 @@ class Interpolator:
         coef = bspline_coefficients(data, order) if order >= 2 else data
         self.channels = data.shape[0]
         self._coef = coef.to(dtype).reshape(self.channels, -1)
-        self._size = torch.tensor(self.grid.size, device=self.device)
-        strides = np.cumprod((1,) + self.grid.size[:-1])  # x fastest in memory
-        self._strides = torch.as_tensor(strides, device=self.device)
+        self._strides = [int(v) for v in np.cumprod((1,) + self.grid.size[:-1])]  # x fastest in memory
+        self._upper = torch.tensor([n - 0.5 for n in self.grid.size], dtype=dtype, device=self.device)
+        self._taps = torch.arange(order + 1, device=self.device, dtype=dtype)
         self._w2i = torch.tensor(self.grid.world_to_index_matrix, dtype=dtype, device=self.device)
         self._origin = torch.tensor(np.array(self.grid.origin), dtype=dtype, device=self.device)
-        # d index / d world, for chaining index-space gradients to world units
-        self._i2w_grad = self._w2i
 
     def continuous_index(self, points: torch.Tensor) -> torch.Tensor:
-        return (points.to(self.dtype) - self._origin) @ self._w2i.T
+        if points.dtype != self.dtype:
+            points = points.to(self.dtype)
+        return (points - self._origin) @ self._w2i.T
 
     def inside(self, points: torch.Tensor) -> torch.Tensor:
-        u = self.continuous_index(points)
-        return self._inside_index(u)
+        return self._inside_index(self.continuous_index(points))
 
     def _inside_index(self, u: torch.Tensor) -> torch.Tensor:
-        size = self._size.to(u.dtype)
-        return ((u >= -0.5) & (u < size - 0.5)).all(dim=-1)
+        return ((u >= -0.5) & (u < self._upper)).all(dim=-1)
 
     def __call__(self, points: torch.Tensor, gradient: bool = False) -> Samples:
         """Sample at points (..., D). Values (..., C); gradients (..., C, D) in value per mm."""
         lead = points.shape[:-1]
         u = self.continuous_index(points.reshape(-1, self.grid.dim))
         inside = self._inside_index(u)
-        if self.order == 0:
-            values, grads = self._nearest(u, gradient)
-        elif self.order == 1:
-            values, grads = self._linear(u, gradient)
-        else:
-            values, grads = self._bspline(u, gradient)
-        fill = torch.full_like(values, self.default)
-        values = torch.where(inside[:, None], values, fill)
+        axes = [self._axis_taps(u[:, d], d, gradient) for d in range(self.grid.dim)]
+        values, grads = self._contract(axes, gradient)
+        values = torch.where(inside[:, None], values, torch.full_like(values, self.default))
         if grads is not None:
-            grads = torch.where(inside[:, None, None], grads @ self._i2w_grad, torch.zeros_like(grads))
+            grads = torch.where(inside[:, None, None], grads @ self._w2i, torch.zeros_like(grads))
             grads = grads.reshape(*lead, self.channels, self.grid.dim)
         return Samples(values.reshape(*lead, self.channels), grads, inside.reshape(lead))
 
-    def _gather(self, flat_index: torch.Tensor) -> torch.Tensor:
-        """Coefficients at flat indices (N, K) -> (N, C, K)."""
-        n, k = flat_index.shape
-        return self._coef[:, flat_index.reshape(-1)].reshape(self.channels, n, k).permute(1, 0, 2)
+    def _axis_taps(self, u: torch.Tensor, axis: int, gradient: bool):
+        """Flat-index offsets (K, N), weights (K, N) and d weights / du (K, N) along one axis."""
+        n, stride = self.grid.size[axis], self._strides[axis]
+        if self.order == 0:
+            idx = torch.floor(u + 0.5).long().clamp_(0, n - 1)
+            ones = torch.ones_like(u)[None]
+            return idx[None] * stride, ones, (torch.zeros_like(ones) if gradient else None)
+        if self.order == 1:
+            base = torch.floor(u)
+            frac = u - base
+            i0 = base.long()
+            idx = torch.stack([i0.clamp(0, n - 1), (i0 + 1).clamp_(0, n - 1)])
+            weights = torch.stack([1 - frac, frac])
+            dweights = torch.stack([-torch.ones_like(frac), torch.ones_like(frac)]) if gradient else None
+            return idx * stride, weights, dweights
+        start = torch.floor(u - (self.order - 1) / 2.0)
+        knots = start[None] + self._taps[:, None]
+        t = u[None] - knots
+        weights = bspline_kernel(t, self.order)
+        dweights = bspline_kernel_derivative(t, self.order) if gradient else None
+        return _mirror_index(knots.long(), n) * stride, weights, dweights
 
-    def _nearest(self, u, gradient):
-        idx = torch.floor(u + 0.5).long()
-        idx = torch.minimum(torch.clamp(idx, min=0), self._size - 1)
-        flat = (idx * self._strides).sum(-1, keepdim=True)
-        values = self._gather(flat)[..., 0]
-        grads = torch.zeros(*values.shape, self.grid.dim, dtype=values.dtype, device=values.device) if gradient else None
-        return values, grads
+    def _contract(self, axes, gradient: bool):
+        """Gather the coefficients of every tap combination and weight them axis by axis.
 
-    def _linear(self, u, gradient):
-        dim = self.grid.dim
-        base = torch.floor(u)
-        frac = u - base
-        base = base.long()
-        size = self._size
-        # corner c has bit d set when it uses base+1 along axis d
-        bits = torch.tensor([[(c >> d) & 1 for d in range(dim)] for c in range(2 ** dim)], device=u.device)
-        idx = base[:, None, :] + bits[None]  # (N, 2^D, D)
-        idx = torch.minimum(torch.clamp(idx, min=0), size - 1)
-        flat = (idx * self._strides).sum(-1)
-        corner = self._gather(flat)  # (N, C, 2^D)
-        w_axis = torch.where(bits[None].bool(), frac[:, None, :], 1 - frac[:, None, :])  # (N, 2^D, D)
-        weights = w_axis.prod(-1)
-        values = (corner * weights[:, None, :]).sum(-1)
-        grads = None
-        if gradient:
-            sign = bits.to(u.dtype) * 2 - 1  # d w_axis / d frac
-            parts = []
-            for d in range(dim):
-                others = torch.cat([w_axis[..., :d], w_axis[..., d + 1:]], dim=-1).prod(-1)
-                parts.append((corner * (others * sign[None, :, d])[:, None, :]).sum(-1))
-            grads = torch.stack(parts, dim=-1)
-        return values, grads
-
-    def _bspline(self, u, gradient):
-        dim, order = self.grid.dim, self.order
-        start = torch.floor(u - (order - 1) / 2.0)
-        taps = torch.arange(order + 1, device=u.device, dtype=u.dtype)
-        knots = start[:, :, None] + taps  # (N, D, order+1)
-        t = u[:, :, None] - knots
-        w = bspline_kernel(t, order)
-        dw = bspline_kernel_derivative(t, order) if gradient else None
-        idx = knots.long()
-        flat_axes = [(_mirror_index(idx[:, d], self.grid.size[d]) * int(self._strides[d])) for d in range(dim)]
-        flat, weight = flat_axes[0], w[:, 0]
-        for d in range(1, dim):
-            flat = (flat[:, :, None] + flat_axes[d][:, None, :]).reshape(len(u), -1)
-            weight = (weight[:, :, None] * w[:, d][:, None, :]).reshape(len(u), -1)
-        coef = self._gather(flat)  # (N, C, K) with x fastest varying slowest... see weight layout
-        values = (coef * weight[:, None, :]).sum(-1)
-        grads = None
-        if gradient:
-            parts = []
-            for d in range(dim):
-                wd = dw[:, 0] if d == 0 else w[:, 0]
-                for e in range(1, dim):
-                    we = dw[:, e] if e == d else w[:, e]
-                    wd = (wd[:, :, None] * we[:, None, :]).reshape(len(u), -1)
-                parts.append((coef * wd[:, None, :]).sum(-1))
-            grads = torch.stack(parts, dim=-1)
-        return values, grads
+        Returns values (N, C) and, with ``gradient``, d value / d index (N, C, D).
+        """
+        dim = len(axes)
+        flat = None
+        for d, (idx, _, _) in enumerate(axes):
+            shape = [1] * dim + [idx.shape[-1]]
+            shape[d] = idx.shape[0]
+            flat = idx.reshape(shape) if flat is None else flat + idx.reshape(shape)
+        t = self._coef[:, flat]  # (C, K0, ..., K_{D-1}, N)
+        partial = [None] * dim
+        for d in reversed(range(dim)):  # contract the last tap axis first
+            partial[d] = t
+            t = (t * axes[d][1]).sum(-2)
+        values = t.T
+        if not gradient:
+            return values, None
+        grads = []
+        for e in range(dim):
+            t = (partial[e] * axes[e][2]).sum(-2)
+            for d in reversed(range(e)):
+                t = (t * axes[d][1]).sum(-2)
+            grads.append(t)
+        return values, torch.stack(grads, dim=-1).transpose(0, 1)
 
 
 def sample(image: Image, points: torch.Tensor, order: int = 1, default: float = 0.0,

@@ -1,17 +1,19 @@
 """Intensity metrics on sampled values, elastix's names and sign conventions (lower is better).
 
-Each metric is called with the fixed values f (N,) and the moving values m (N,) of the valid
-samples; m carries the autograd graph back to the transform parameters.
+Each metric takes the fixed values f (N,) and moving values m (N,) of the valid samples.
+``value_and_derivative`` returns the value and d value / d m (N,) in closed form, which the
+engine chains with the moving-image gradient and the transform's parameter Jacobian (as elastix
+does); calling the metric directly gives the same value as a differentiable torch expression.
 """
 from __future__ import annotations
 
 import torch
 
-from ..interpolation import bspline_kernel
+from ..interpolation import bspline_kernel, bspline_kernel_derivative
 
 
 class MeanSquares:
-    """AdvancedMeanSquares: mean (f - m)^2, optionally divided by the squared fixed range."""
+    """AdvancedMeanSquares: mean (f - m)^2, optionally divided by the product of intensity ranges."""
 
     elastix_name = "AdvancedMeanSquares"
 
@@ -20,6 +22,11 @@ class MeanSquares:
 
     def __call__(self, f, m):
         return ((f - m) ** 2).mean() / self.normalization
+
+    def value_and_derivative(self, f, m):
+        diff = m - f
+        n = f.shape[0]
+        return (diff * diff).sum() / (n * self.normalization), 2.0 * diff / (n * self.normalization)
 
 
 class NormalizedCorrelation:
@@ -37,42 +44,96 @@ class NormalizedCorrelation:
         denom = torch.sqrt((f * f).sum() * (m * m).sum()).clamp_min(1e-12)
         return -(f * m).sum() / denom
 
+    def value_and_derivative(self, f, m):
+        if self.subtract_mean:
+            f = f - f.mean()
+            m = m - m.mean()
+        sff, smm, sfm = (f * f).sum(), (m * m).sum().clamp_min(1e-12), (f * m).sum()
+        root = torch.sqrt(sff * smm).clamp_min(1e-12)
+        value = -sfm / root
+        derivative = -(f / root - sfm * m / (root * smm))
+        return value, derivative
+
+
+class _Binning:
+    """elastix's Parzen binning of one image's intensities (ParzenWindowHistogramImageToImageMetric):
+    range widened by ``ratio``, ``order // 2`` padding bins, hard (fixed) or exponential (moving)
+    limiter beyond the true range."""
+
+    def __init__(self, value_range, bins: int, order: int, ratio: float, soft: bool):
+        true_min, true_max = float(value_range[0]), float(value_range[1])
+        spread = true_max - true_min
+        self.true_min, self.true_max = true_min, true_max
+        self.min, self.max = true_min - ratio * spread, true_max + ratio * spread
+        self.bins, self.order, self.soft = bins, order, soft
+        pad = order // 2
+        small = 0.001 * (self.max - self.min) / (bins - 2 * pad - 1)
+        self.binsize = max((self.max - self.min + 2 * small) / (bins - 2 * pad - 1), 1e-12)
+        self.nmin = (self.min - small) / self.binsize - pad
+
+    def limit(self, v):
+        """Limited values and their derivative."""
+        hi_gap, lo_gap = self.true_max - self.max, self.true_min - self.min
+        if not self.soft or hi_gap == 0 or lo_gap == 0:
+            inside = (v >= self.min) & (v <= self.max)
+            return v.clamp(self.min, self.max), inside.to(v.dtype)
+        e_hi = torch.exp((v.clamp_min(self.true_max) - self.true_max) / hi_gap)
+        e_lo = torch.exp((v.clamp_max(self.true_min) - self.true_min) / lo_gap)
+        above, below = v > self.true_max, v < self.true_min
+        limited = torch.where(above, hi_gap * e_hi + self.max, torch.where(below, lo_gap * e_lo + self.min, v))
+        slope = torch.where(above, e_hi, torch.where(below, e_lo, torch.ones_like(v)))
+        return limited, slope
+
+    def taps(self, v, derivative: bool = False):
+        """First bin (N,), Parzen weights (N, order+1) and, if asked, d weights / d v."""
+        limited, slope = self.limit(v)
+        term = limited / self.binsize - self.nmin
+        start = torch.floor(term + 0.5 - self.order / 2.0)
+        offsets = torch.arange(self.order + 1, dtype=v.dtype, device=v.device)
+        t = start[:, None] + offsets - term[:, None]
+        weights = bspline_kernel(t, self.order)
+        start = start.long().clamp(0, self.bins - self.order - 1)
+        if not derivative:
+            return start, weights, None
+        dweights = -bspline_kernel_derivative(t, self.order) * (slope / self.binsize)[:, None]
+        return start, weights, dweights
+
 
 class ParzenHistogram:
-    """Joint histogram with B-spline Parzen windows (elastix's ParzenWindowHistogramImageToImageMetric)."""
+    """Joint histogram p(i, j) = (1/N) sum_s w_f(i - term_f(s)) w_m(j - term_m(s)) with B-spline Parzen windows."""
 
     def __init__(self, fixed_range, moving_range, fixed_bins: int = 32, moving_bins: int = 32,
                  fixed_order: int = 0, moving_order: int = 3, fixed_limit_ratio: float = 0.01,
                  moving_limit_ratio: float = 0.01):
-        self.fixed_bins, self.moving_bins = fixed_bins, moving_bins
-        self.fixed_order, self.moving_order = fixed_order, moving_order
-        self.fixed_min, self.fixed_scale, self.fixed_pad = self._binning(fixed_range, fixed_bins, fixed_order, fixed_limit_ratio)
-        self.moving_min, self.moving_scale, self.moving_pad = self._binning(moving_range, moving_bins, moving_order, moving_limit_ratio)
+        self.fixed = _Binning(fixed_range, fixed_bins, fixed_order, fixed_limit_ratio, soft=False)
+        self.moving = _Binning(moving_range, moving_bins, moving_order, moving_limit_ratio, soft=True)
 
-    @staticmethod
-    def _binning(value_range, bins, order, ratio):
-        lo, hi = float(value_range[0]), float(value_range[1])
-        width = max(hi - lo, 1e-12)
-        lo, hi = lo - ratio * width, hi + ratio * width
-        pad = order // 2 + 1 if order > 0 else 1  # keep the window support inside the histogram
-        scale = (hi - lo) / max(bins - 2 * pad - 1, 1)
-        return lo, scale, pad
+    def _flat(self, fstart, mstart):
+        fo = torch.arange(self.fixed.order + 1, device=fstart.device)
+        mo = torch.arange(self.moving.order + 1, device=mstart.device)
+        rows = (fstart[:, None] + fo)[:, :, None]
+        cols = (mstart[:, None] + mo)[:, None, :]
+        return rows * self.moving.bins + cols  # (N, Kf, Km)
 
-    def _weights(self, values, vmin, scale, pad, bins, order):
-        position = (values - vmin) / scale + pad  # continuous bin index
-        position = position.clamp(pad, bins - 1 - pad)
-        centres = torch.arange(bins, dtype=values.dtype, device=values.device)
-        return bspline_kernel(centres[None, :] - position[:, None], order)  # (N, B)
+    def joint(self, f, m, derivative: bool = False):
+        fstart, fw, _ = self.fixed.taps(f)
+        mstart, mw, mdw = self.moving.taps(m, derivative)
+        flat = self._flat(fstart, mstart)
+        outer = fw[:, :, None] * mw[:, None, :]
+        p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=f.dtype, device=f.device)
+        p = p.index_add(0, flat.reshape(-1), outer.reshape(-1)) / f.shape[0]
+        p = p.reshape(self.fixed.bins, self.moving.bins)
+        return p, (flat, fw, mdw)
 
-    def joint(self, f, m):
-        wf = self._weights(f, self.fixed_min, self.fixed_scale, self.fixed_pad, self.fixed_bins, self.fixed_order)
-        wm = self._weights(m, self.moving_min, self.moving_scale, self.moving_pad, self.moving_bins, self.moving_order)
-        joint = wf.T @ wm
-        return joint / joint.sum().clamp_min(1e-12)
+    def contract(self, dvalue_dp: torch.Tensor, parts, n: int) -> torch.Tensor:
+        """d value / d m_s = (1/N) sum_ij dvalue/dp_ij w_f(i, s) w_m'(j, s)."""
+        flat, fw, mdw = parts
+        k = dvalue_dp.reshape(-1)[flat]  # (N, Kf, Km)
+        return (k * fw[:, :, None] * mdw[:, None, :]).sum(dim=(1, 2)) / n
 
 
-def _entropy(p):
-    return -(p * torch.log(p.clamp_min(1e-30))).sum()
+def _xlogx_sum(p):
+    return (p * torch.log(p.clamp_min(1e-16))).sum()
 
 
 class MattesMutualInformation:
@@ -84,9 +145,23 @@ class MattesMutualInformation:
         self.histogram = histogram
 
     def __call__(self, f, m):
-        p = self.histogram.joint(f, m)
+        return self._value(self.histogram.joint(f, m)[0])[0]
+
+    @staticmethod
+    def _value(p):
         pf, pm = p.sum(1), p.sum(0)
-        return -(_entropy(pf) + _entropy(pm) - _entropy(p))
+        outer = pf[:, None] * pm[None, :]
+        keep = (p > 1e-16) & (outer > 1e-16)
+        log_ratio = torch.where(keep, torch.log(p.clamp_min(1e-16)) - torch.log(outer.clamp_min(1e-16)), torch.zeros_like(p))
+        return -(p * log_ratio).sum(), keep, pm
+
+    def value_and_derivative(self, f, m):
+        p, parts = self.histogram.joint(f, m, derivative=True)
+        value, keep, pm = self._value(p)
+        # d(-MI)/dp_ij = -(log p_ij - log pm_j); the fixed marginal does not depend on m
+        dvalue_dp = torch.where(keep, -(torch.log(p.clamp_min(1e-16)) - torch.log(pm.clamp_min(1e-16))[None, :]),
+                                torch.zeros_like(p))
+        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0])
 
 
 class NormalizedMutualInformation:
@@ -98,8 +173,22 @@ class NormalizedMutualInformation:
         self.histogram = histogram
 
     def __call__(self, f, m):
-        p = self.histogram.joint(f, m)
-        return -(_entropy(p.sum(1)) + _entropy(p.sum(0))) / _entropy(p).clamp_min(1e-12)
+        p = self.histogram.joint(f, m)[0]
+        hf, hm, hj = -_xlogx_sum(p.sum(1)), -_xlogx_sum(p.sum(0)), -_xlogx_sum(p)
+        return -(hf + hm) / hj.clamp_min(1e-12)
+
+    def value_and_derivative(self, f, m):
+        p, parts = self.histogram.joint(f, m, derivative=True)
+        pm = p.sum(0)
+        hf, hm, hj = -_xlogx_sum(p.sum(1)), -_xlogx_sum(pm), -_xlogx_sum(p)
+        hj = hj.clamp_min(1e-12)
+        value = -(hf + hm) / hj
+        # dH_m/dp_ij = -log pm_j - 1, dH_j/dp_ij = -log p_ij - 1 (the -1 terms cancel: sum_ij dp_ij = 0)
+        log_pm = torch.log(pm.clamp_min(1e-16))[None, :]
+        log_p = torch.log(p.clamp_min(1e-16))
+        dvalue_dp = (log_pm * hj - (hf + hm) * log_p) / (hj * hj)
+        dvalue_dp = torch.where(p > 1e-16, dvalue_dp, torch.zeros_like(p))
+        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0])
 
 
 INTENSITY_METRICS = {c.elastix_name: c for c in (MeanSquares, NormalizedCorrelation, MattesMutualInformation,

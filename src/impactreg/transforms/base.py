@@ -69,6 +69,13 @@ class Transform:
         """dT/dmu at points (N, D): a dense (N, D, P) tensor or a SparseJacobian."""
         raise NotImplementedError
 
+    def parameter_gradient(self, points: torch.Tensor, d_points: torch.Tensor) -> torch.Tensor:
+        """sum_n (dT(x_n)/dmu)^T d_points[n]: the chain rule from d value / d T(x) to d value / d mu (P,)."""
+        jac = self.parameter_jacobian(points)
+        if isinstance(jac, SparseJacobian):
+            jac = jac.to_dense()
+        return torch.einsum("ndp,nd->p", jac, d_points)
+
     def _params(self, parameters, like: torch.Tensor) -> torch.Tensor:
         p = self.parameters if parameters is None else parameters
         return p.to(device=like.device, dtype=like.dtype) if p.dtype != like.dtype or p.device != like.device else p

@@ -121,6 +121,15 @@ class BSplineTransform(Transform):
         hess = torch.einsum("ndef,ei,fj->ndij", hess_u, w2i, w2i)
         return hess * valid[:, None, None, None].to(points.dtype)
 
+    def parameter_gradient(self, points, d_points):
+        flat, weight, _, _, valid = self._support(points)
+        weight = weight * valid[:, None].to(weight.dtype)
+        n_coef = self.num_coefficients
+        grad = torch.zeros(self.dim, n_coef, dtype=d_points.dtype, device=d_points.device)
+        contributions = d_points.T[:, :, None] * weight[None].to(d_points.dtype)  # (D, N, K)
+        grad.index_add_(1, flat.reshape(-1), contributions.reshape(self.dim, -1))
+        return grad.reshape(-1)
+
     def parameter_jacobian(self, points):
         flat, weight, _, _, valid = self._support(points)
         weight = weight * valid[:, None].to(weight.dtype)

@@ -57,6 +57,10 @@ class CombinationTransform(Transform):
         eye = torch.eye(self.dim, dtype=points.dtype, device=points.device)
         return j0 + self.current.spatial_jacobian(points) - eye
 
+    def parameter_gradient(self, points, d_points):
+        at = self.initial.map(points) if self.how == "Compose" else points
+        return self.current.parameter_gradient(at, d_points)
+
     def parameter_jacobian(self, points):
         at = self.initial.map(points) if self.how == "Compose" else points
         return self.current.parameter_jacobian(at)

@@ -36,6 +36,13 @@ class MatrixTransform(Transform):
         c = self.center.to(device=points.device, dtype=points.dtype)
         return (points - c) @ A.T + c + t
 
+    def translation_indices(self) -> list[int]:
+        """Positions of the translation t in the parameter vector."""
+        n, d = self.number_of_parameters, self.dim
+        if isinstance(self, SimilarityTransform) and d == 3:
+            return list(range(3, 6))
+        return list(range(n - d, n))
+
     def matrix(self) -> torch.Tensor:
         return self.matrix_translation(self.parameters)[0]
 
@@ -53,6 +60,16 @@ class MatrixTransform(Transform):
         dA, dt = torch.autograd.functional.jacobian(self.matrix_translation, p)  # (D,D,P), (D,P)
         c = self.center.to(device=points.device, dtype=points.dtype)
         return torch.einsum("ijp,nj->nip", dA, points - c) + dt
+
+
+    def parameter_gradient(self, points, d_points):
+        c = self.center.to(device=points.device, dtype=points.dtype)
+        outer = d_points.T @ (points - c)  # sum_n d_n (x_n - c)^T
+        total = d_points.sum(0)
+        mu = self.parameters.detach().to(points.device).clone().requires_grad_(True)
+        A, t = self.matrix_translation(mu)
+        (A * outer.to(A.dtype)).sum().add((t * total.to(t.dtype)).sum()).backward()
+        return mu.grad.to(points.dtype)
 
 
 class TranslationTransform(MatrixTransform):

@@ -1,0 +1,207 @@
+"""Optimisers on (scaled) transform parameters, and elastix's ASGD parameter estimation.
+
+Parameters are optimised in scaled space: mu~ = mu * sqrt(scales), gradient g~ = g / sqrt(scales)
+(elastix's Scales are squared scales). Each optimiser's ``step`` takes the scaled parameters
+and the scaled gradient of iteration k and returns the new scaled parameters.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+
+from .transforms.base import SparseJacobian
+
+ZETA = 0.1  # elastix's SigmoidScaleFactor
+
+
+def sigmoid_time_step(x: float, fmax: float, fmin: float, omega: float) -> float:
+    """ITK's sigmoid through zero: (fmax - fmin) / (1 + exp(-(x - beta) / omega)) + fmin."""
+    beta = omega * math.log(-fmax / fmin)
+    z = max(-700.0, min(700.0, -(x - beta) / omega))
+    return (fmax - fmin) / (1.0 + math.exp(z)) + fmin
+
+
+@dataclass
+class ASGDSettings:
+    a: float = 400.0
+    A: float = 20.0
+    alpha: float = 0.602
+    fmax: float = 1.0
+    fmin: float = -0.8
+    omega: float = 1e-8
+    adaptive: bool = True
+    initial_time: float = 0.0
+
+
+class AdaptiveStochasticGradientDescent:
+    """mu~_{k+1} = mu~_k - a / (A + t_k + 1)^alpha g~_k, with t adapted from g_{k-1} . g_k (Klein 2009)."""
+
+    def __init__(self, settings: ASGDSettings):
+        self.s = settings
+        self.time = settings.initial_time
+        self.previous: torch.Tensor | None = None
+        self.last_gain = 0.0
+
+    def step(self, params: torch.Tensor, grad: torch.Tensor, k: int) -> torch.Tensor:
+        s = self.s
+        self.last_gain = s.a / (s.A + self.time + 1.0) ** s.alpha
+        new = params - self.last_gain * grad
+        if k >= 1 and self.previous is not None:
+            if s.adaptive:
+                inner = -float(torch.dot(self.previous, grad))
+                self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
+            else:
+                self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)
+        elif k >= 1 and not s.adaptive:
+            self.time += 1.0
+        self.previous = grad.clone()
+        return new
+
+
+class StandardGradientDescent(AdaptiveStochasticGradientDescent):
+    """Gain a / (A + k + 1)^alpha without adaptation."""
+
+    def __init__(self, a: float, A: float, alpha: float):
+        super().__init__(ASGDSettings(a=a, A=A, alpha=alpha, adaptive=False))
+
+    def step(self, params, grad, k):
+        self.last_gain = self.s.a / (self.s.A + k + 1.0) ** self.s.alpha
+        return params - self.last_gain * grad
+
+
+class RegularStepGradientDescent:
+    """Steps of fixed length along -g/|g|, relaxed when the direction reverses (ITK's optimiser)."""
+
+    def __init__(self, max_step: float, min_step: float, min_gradient: float, relaxation: float):
+        self.step_length, self.min_step, self.min_gradient, self.relaxation = max_step, min_step, min_gradient, relaxation
+        self.previous = None
+        self.converged = False
+        self.last_gain = max_step
+
+    def step(self, params, grad, k):
+        norm = float(grad.norm())
+        if norm < self.min_gradient:
+            self.converged = True
+            return params
+        if self.previous is not None and float(torch.dot(grad, self.previous)) < 0:
+            self.step_length *= self.relaxation
+        if self.step_length < self.min_step:
+            self.converged = True
+            return params
+        self.previous = grad.clone()
+        self.last_gain = self.step_length / norm
+        return params - self.last_gain * grad
+
+
+class Adam:
+    """Adam on the scaled parameters; the learning rate is in scaled-parameter units (mm)."""
+
+    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+        self.lr, self.b1, self.b2, self.eps = lr, beta1, beta2, eps
+        self.m = self.v = None
+        self.last_gain = lr
+
+    def step(self, params, grad, k):
+        if self.m is None:
+            self.m, self.v = torch.zeros_like(grad), torch.zeros_like(grad)
+        self.m = self.b1 * self.m + (1 - self.b1) * grad
+        self.v = self.b2 * self.v + (1 - self.b2) * grad * grad
+        m_hat = self.m / (1 - self.b1 ** (k + 1))
+        v_hat = self.v / (1 - self.b2 ** (k + 1))
+        return params - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+# ASGD automatic parameter estimation -------------------------------------------------------
+
+@dataclass
+class JacobianTerms:
+    """elastix's ComputeJacobianTerms over sample points: C = mean_j J_j^T J_j (scaled columns)."""
+
+    trace_c: float
+    trace_cc: float
+    max_jj: float
+    max_jcj: float
+
+
+def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
+    """From a dense (n, D, P) parameter Jacobian or a SparseJacobian, with sqrt-scales (P,)."""
+    if isinstance(jacobian, SparseJacobian):
+        n, dim = jacobian.weights.shape[0], jacobian.dim
+        ncoef = jacobian.num_coefficients
+        w = jacobian.weights.double()
+        rows = torch.arange(n)[:, None].expand_as(jacobian.indices)
+        # B-spline scales are per coefficient and axis; use the x-axis block (they are equal)
+        inv = 1.0 / scales.double()[:ncoef][jacobian.indices]
+        values = (w * inv).reshape(-1)
+        ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]), values, (n, ncoef)).coalesce()
+        gram = torch.sparse.mm(ws, ws.t()).to_dense()  # w_j . w_k
+        block = gram[:, :, None, None] * torch.eye(dim, dtype=torch.float64)  # J_j J_k^T
+    else:
+        J = jacobian.double() / scales.double()
+        n, dim = J.shape[0], J.shape[1]
+        block = torch.einsum("jap,kbp->jkab", J, J)
+    jj = block[torch.arange(n), torch.arange(n)]  # (n, D, D): J_j J_j^T
+    trace_c = float(jj.diagonal(dim1=1, dim2=2).sum()) / n
+    trace_cc = float((block ** 2).sum()) / n ** 2
+    max_jj = float((jj.diagonal(dim1=1, dim2=2).sum(-1) + 2 * math.sqrt(2) * jj.flatten(1).norm(dim=1)).max())
+    jcj = torch.einsum("jkab,jkcb->jac", block, block) / n  # J_j C J_j^T
+    max_jcj = float((jcj.diagonal(dim1=1, dim2=2).sum(-1) + 2 * math.sqrt(2) * jcj.flatten(1).norm(dim=1)).max())
+    return JacobianTerms(trace_c, trace_cc, max_jj, max_jcj)
+
+
+def estimate_original(terms: JacobianTerms, max_step: float, A: float, gradient: Callable, params: torch.Tensor,
+                      measurements: int, noisy: bool, generator: torch.Generator) -> ASGDSettings:
+    """elastix's 'Original' ASGD estimation (Klein et al. 2009).
+
+    ``gradient(params, exact)`` returns the scaled gradient at scaled ``params``: exact = on many
+    grid samples, else with the registration's own sampler.
+    """
+    if measurements <= 0:
+        k = 1.5
+        measurements = max(2, int(math.ceil(8 * terms.trace_cc / max(terms.trace_c, 1e-300) ** 2 / (k - 1) ** 2)))
+    sigma4 = max_step / math.sqrt(max(terms.max_jj, 1e-300))
+    gg = ee = 0.0
+    for _ in range(measurements):
+        perturbed = params + sigma4 * torch.randn(params.shape, generator=generator, dtype=params.dtype)
+        exact = gradient(perturbed, True)
+        gg += float((exact ** 2).sum())
+        if noisy:
+            ee += float(((exact - gradient(perturbed, False)) ** 2).sum())
+    gg /= measurements
+    ee /= measurements
+    trace_c = max(terms.trace_c, 1e-300)
+    sigma1 = math.sqrt(gg / trace_c)
+    sigma3 = math.sqrt(ee / trace_c)
+    noise = sigma1 ** 2 / (sigma1 ** 2 + sigma3 ** 2 + 1e-14)
+    a = A * max_step / (max(sigma1, 1e-300) * math.sqrt(max(terms.max_jcj, 1e-300))) * noise
+    return ASGDSettings(a=a, A=A, alpha=1.0, fmax=1.0, fmin=-0.99 + 0.98 * noise,
+                        omega=max(1e-14, ZETA * sigma3 ** 2 * math.sqrt(terms.trace_cc)))
+
+
+def estimate_displacement_distribution(jacobian, scales: torch.Tensor, max_step: float, A: float,
+                                       gradient: Callable, params: torch.Tensor, noisy: bool,
+                                       measurements: int = 2) -> ASGDSettings:
+    """Qiao et al. 2016: the step that moves voxels by at most MaximumStepLength (mean + 2 sigma of |J g|)."""
+    g = gradient(params, False)
+    gs = g / scales.double()
+    if isinstance(jacobian, SparseJacobian):
+        coef = gs.reshape(jacobian.dim, -1)[:, jacobian.indices]  # (D, n, K)
+        disp = (coef * jacobian.weights.double()).sum(-1).T
+    else:
+        disp = torch.einsum("jap,p->ja", jacobian.double(), gs)
+    d = disp.norm(dim=1)
+    jacg = float(d.mean() + 2 * d.std(unbiased=False))
+    noise = 1.0
+    if noisy:
+        gg = ee = 0.0
+        for _ in range(measurements):
+            exact = gradient(params, True)
+            approx = gradient(params, False)
+            gg += float((exact ** 2).sum())
+            ee += float(((exact - approx) ** 2).sum())
+        noise = gg / (gg + ee + 1e-14)
+    a = max_step * (A + 1.0) / (jacg + 1e-14) * noise
+    return ASGDSettings(a=a, A=A, alpha=1.0)
