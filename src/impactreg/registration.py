@@ -302,10 +302,8 @@ class LevelProblem:
         if (check and n_valid < self.required_ratio * points.shape[0]) or n_valid < 2:
             raise _TooFewSamples(n_valid, points.shape[0])
         all_valid = n_valid == points.shape[0]
-        pts = points if all_valid else points[valid]
         f = fixed_values if all_valid else fixed_values[valid]
         m = sampled.values[:, 0] if all_valid else sampled.values[valid, 0]
-        grad_m = sampled.gradients[:, 0] if all_valid else sampled.gradients[valid, 0]
         total = 0.0
         values = []
         dv_dm = torch.zeros_like(m)
@@ -313,8 +311,8 @@ class LevelProblem:
         for weight, metric in zip(self.weights, self.metrics):
             if isinstance(metric, BendingEnergyPenalty):
                 mu = params.to(self.device).requires_grad_(True)
-                v = metric(transform, pts.to(torch.float64), mu)
-                if weight != 0.0 and mu.requires_grad and v.requires_grad:
+                v = metric(transform, (points if all_valid else points[valid]).to(torch.float64), mu)
+                if weight != 0.0 and v.requires_grad:
                     g, = torch.autograd.grad(v, mu)
                     grad = grad + weight * g
                 v = v.detach()
@@ -323,7 +321,10 @@ class LevelProblem:
                 dv_dm = dv_dm + weight * d
             values.append(float(v))
             total += weight * float(v)
-        grad = grad + transform.parameter_gradient(pts, dv_dm[:, None] * grad_m).to(torch.float64)
+        if not all_valid:  # invalid samples contribute nothing; keep full-size arrays for the cached support
+            dv_dm = torch.zeros(points.shape[0], dtype=m.dtype, device=m.device).index_put_((valid.nonzero()[:, 0],), dv_dm)
+        d_points = dv_dm[:, None] * sampled.gradients[:, 0]
+        grad = grad + transform.parameter_gradient(points, d_points).to(torch.float64)
         return total, values, n_valid, grad
 
 

@@ -47,32 +47,57 @@ class BSplineTransform(Transform):
         p = self.parameters if parameters is None else parameters
         return p.reshape(self.dim, *self.grid.shape)
 
+    def _constants(self, device, dtype):
+        key = (device, dtype)
+        if getattr(self, "_const_key", None) != key:
+            g = self.grid
+            k = self.order + 1
+            strides = np.cumprod((1,) + g.size[:-1])
+            offsets = torch.zeros((k,) * self.dim, dtype=torch.long)
+            for d in range(self.dim):
+                shape = [1] * self.dim
+                shape[d] = k
+                offsets = offsets + (torch.arange(k) * int(strides[d])).reshape(shape)
+            # offsets[kx, ky, kz] = kx + ky * sx + kz * sx * sy, flattened with the x tap slowest
+            self._const = dict(
+                w2i=torch.tensor(g.world_to_index_matrix, dtype=dtype, device=device),
+                origin=torch.tensor(np.array(g.origin), dtype=dtype, device=device),
+                taps=torch.arange(k, dtype=dtype, device=device),
+                last_start=torch.tensor([n - 1 - self.order for n in g.size], dtype=dtype, device=device),
+                strides=torch.tensor(strides, dtype=dtype, device=device),
+                offsets=offsets.reshape(-1).to(device),
+            )
+            self._const_key = key
+        return self._const
+
     def _support(self, points: torch.Tensor, derivative: bool = False):
-        """Flat coefficient indices (N, K), weights (N, K), per-axis weights, validity (N,)."""
-        u = self.grid.world_to_index(points.reshape(-1, self.dim))
+        """Flat coefficient indices (N, K), weights (N, K), per-axis weights (N, D, k), their
+        derivatives d/du (or None) and validity (N,). The last call's result is reused for the
+        same points tensor (map and parameter_gradient of one iteration share it)."""
+        cached = getattr(self, "_support_cache", None)
+        if cached is not None and cached[0] is points and cached[1] == points._version and (cached[2][3] is not None or not derivative):
+            return cached[2]
+        c = self._constants(points.device, points.dtype)
+        n = points.numel() // self.dim
+        u = (points.reshape(-1, self.dim) - c["origin"]) @ c["w2i"].T
         start = torch.floor(u - (self.order - 1) / 2.0)
-        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
-        t = u[:, :, None] - (start[:, :, None] + taps)
+        t = (u - start)[:, :, None] - c["taps"]
         w = bspline_kernel(t, self.order)
         dw = bspline_kernel_derivative(t, self.order) if derivative else None
-        size = torch.tensor(self.grid.size, device=u.device, dtype=u.dtype)
-        valid = ((start >= 0) & (start + self.order <= size - 1)).all(dim=-1)
-        start = torch.where(valid[:, None], start, torch.zeros_like(start)).long()
-        strides = np.cumprod((1,) + self.grid.size[:-1])
-        flat = start[:, 0, None] + torch.arange(self.order + 1, device=u.device)
+        valid = ((start >= 0) & (start <= c["last_start"])).all(dim=-1)
+        first = (start * c["strides"]).sum(-1).long() * valid
+        flat = first[:, None] + c["offsets"]
         weight = w[:, 0]
         for d in range(1, self.dim):
-            axis = (start[:, d, None] + torch.arange(self.order + 1, device=u.device)) * int(strides[d])
-            flat = (flat[:, :, None] + axis[:, None, :]).reshape(len(u), -1)
-            weight = (weight[:, :, None] * w[:, d][:, None, :]).reshape(len(u), -1)
-        return flat, weight, w, dw, valid
+            weight = (weight[:, :, None] * w[:, d][:, None, :]).reshape(n, -1)
+        result = (flat, weight, w, dw, valid)
+        self._support_cache = (points, points._version, result)
+        return result
 
     def map(self, points, parameters=None):
         p = self._params(parameters, points)
         flat, weight, _, _, valid = self._support(points)
-        coef = p.reshape(self.dim, -1)
-        disp = (coef[:, flat] * weight).sum(-1).T  # (N, D)
-        disp = disp * valid[:, None].to(disp.dtype)
+        disp = (p.reshape(self.dim, -1)[:, flat] * (weight * valid[:, None])).sum(-1).T  # (N, D)
         return points + disp.reshape(points.shape)
 
     def displacement(self, points, parameters=None):
@@ -124,9 +149,8 @@ class BSplineTransform(Transform):
     def parameter_gradient(self, points, d_points):
         flat, weight, _, _, valid = self._support(points)
         weight = weight * valid[:, None].to(weight.dtype)
-        n_coef = self.num_coefficients
-        grad = torch.zeros(self.dim, n_coef, dtype=d_points.dtype, device=d_points.device)
-        contributions = d_points.T[:, :, None] * weight[None].to(d_points.dtype)  # (D, N, K)
+        grad = torch.zeros(self.dim, self.num_coefficients, dtype=d_points.dtype, device=d_points.device)
+        contributions = d_points.T[:, :, None] * weight.to(d_points.dtype)[None]  # (D, N, K)
         grad.index_add_(1, flat.reshape(-1), contributions.reshape(self.dim, -1))
         return grad.reshape(-1)
 

@@ -34,7 +34,9 @@ class CombinationTransform(Transform):
         self.current = self.current.with_parameters(value)
 
     def with_parameters(self, parameters) -> "CombinationTransform":
-        return CombinationTransform(self.initial, self.current.with_parameters(parameters), self.how)
+        clone = CombinationTransform(self.initial, self.current.with_parameters(parameters), self.how)
+        clone._initial_cache = getattr(self, "_initial_cache", None)
+        return clone
 
     def to(self, device) -> "CombinationTransform":
         return CombinationTransform(self.initial.to(device), self.current.to(device), self.how)
@@ -44,8 +46,18 @@ class CombinationTransform(Transform):
         first = self.initial.chain() if isinstance(self.initial, CombinationTransform) else [self.initial]
         return first + [self.current]
 
+    def _initial_map(self, points):
+        """initial(points), reused for the same points tensor within an iteration."""
+        cached = getattr(self, "_initial_cache", None)
+        if cached is not None and cached[0] is points and cached[1] == points._version:
+            return cached[2]
+        with torch.no_grad():
+            mapped = self.initial.map(points)
+        self._initial_cache = (points, points._version, mapped)
+        return mapped
+
     def map(self, points, parameters=None):
-        start = self.initial.map(points)
+        start = self._initial_map(points)
         if self.how == "Compose":
             return self.current.map(start, parameters)
         return start + self.current.map(points, parameters) - points
@@ -58,7 +70,7 @@ class CombinationTransform(Transform):
         return j0 + self.current.spatial_jacobian(points) - eye
 
     def parameter_gradient(self, points, d_points):
-        at = self.initial.map(points) if self.how == "Compose" else points
+        at = self._initial_map(points) if self.how == "Compose" else points
         return self.current.parameter_gradient(at, d_points)
 
     def parameter_jacobian(self, points):
