@@ -34,6 +34,25 @@ def _build_parser() -> argparse.ArgumentParser:
     tp.add_argument("-jac", dest="jacobian", metavar="all", help="'all' -> spatialJacobian (determinant)")
     tp.add_argument("-jacmat", dest="jacobian_matrix", metavar="all", help="'all' -> fullSpatialJacobian")
     _add_common(tp)
+
+    rg = commands.add_parser("register", help="register images with elastix parameter maps (elastix)",
+                             description="Register MOVING to FIXED with elastix parameter maps; writes "
+                                         "TransformParameters.<i>.txt, result.<i>.<ext> and impactreg.log to -out.")
+    rg.add_argument("-f", dest="fixed", required=True, metavar="FIXED", help="fixed image")
+    rg.add_argument("-m", dest="moving", required=True, metavar="MOVING", help="moving image")
+    rg.add_argument("-p", dest="maps", action="append", required=True, metavar="MAP",
+                    help="elastix parameter map (.txt or .toml); repeat for stages run in sequence")
+    rg.add_argument("-out", dest="out", required=True, metavar="DIR", help="output folder")
+    rg.add_argument("-fMask", dest="fixed_mask", metavar="MASK", help="fixed-image mask")
+    rg.add_argument("-mMask", dest="moving_mask", metavar="MASK", help="moving-image mask")
+    rg.add_argument("-t0", dest="initial", metavar="FILE", help="initial TransformParameters file")
+    rg.add_argument("-threads", dest="threads", type=int, metavar="N", help="CPU threads")
+    rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
+    _add_common(rg)
+
+    pa = commands.add_parser("parameters", help="list every parameter-map key impactreg knows",
+                             description="Every parameter-map key: type, default, allowed values and meaning.")
+    pa.add_argument("name", nargs="?", help="show only keys containing this text")
     return parser
 
 
@@ -55,19 +74,64 @@ def _run_transform(args) -> int:
     return 0
 
 
+def _run_register(args) -> int:
+    from .registration import register
+
+    progress = None
+    if not args.quiet and sys.stderr.isatty():
+        from tqdm import tqdm
+        progress = lambda **kw: tqdm(leave=False, **kw)  # noqa: E731
+    result = register(args.fixed, args.moving, args.maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
+                      initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
+                      threads=args.threads, progress=progress)
+    if not args.quiet:
+        for stage in result.stages:
+            levels = ", ".join(f"R{lv.level} {lv.iterations} it {lv.seconds:.1f} s" for lv in stage.levels)
+            final = stage.levels[-1].values[-1] if stage.levels and stage.levels[-1].values else float("nan")
+            print(f"stage {stage.index} {stage.parameter_map.get('Transform')}: {levels}; final metric {final:.6g}")
+        print(f"registered in {result.seconds:.1f} s; outputs in {args.out}")
+        for name, path in result.outputs.items():
+            print(f"  {path}")
+    return 0
+
+
+def _run_parameters(args) -> int:
+    from .parameters.schema import all_keys
+
+    rows = []
+    for key in all_keys():
+        name = key.name if key.pattern is None else key.name.replace("0", "<i>", 1)
+        if args.name and args.name.lower() not in name.lower():
+            continue
+        default = "" if key.default is None else str(key.default).lower() if isinstance(key.default, bool) else str(key.default)
+        allowed = ", ".join(key.allowed) if key.allowed else ""
+        scope = "per level" if key.per_level else "list" if key.multi else ""
+        rows.append((name, key.kind, default, scope, key.doc + (f" [{allowed}]" if allowed else "")))
+    if not rows:
+        raise ImpactRegError(f"no parameter matches {args.name!r}")
+    width = max(len(r[0]) for r in rows)
+    for name, kind, default, scope, doc in rows:
+        print(f"{name:<{width}}  {kind:<5}  {default:<28.28}  {scope:<9}  {doc}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help()
         return 2
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING if not args.quiet else logging.ERROR,
-                        format="%(message)s")
-    handlers = {"transform": _run_transform}
+    verbose, quiet = getattr(args, "verbose", False), getattr(args, "quiet", False)
+    console = logging.StreamHandler(sys.stderr)
+    console.setLevel(logging.INFO if verbose else logging.ERROR if quiet else logging.WARNING)
+    console.setFormatter(logging.Formatter("%(message)s"))
+    log.addHandler(console)
+    log.propagate = False
+    handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters}
     try:
         return handlers[args.command](args)
     except ImpactRegError as exc:
-        if args.debug:
+        if getattr(args, "debug", False):
             raise
         print(f"impactreg {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code

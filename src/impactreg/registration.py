@@ -538,7 +538,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     if fixed_image.channels != 1 or moving_image.channels != 1:
         fixed_image = fixed_image.channel(0) if fixed_image.channels > 1 else fixed_image
         moving_image = moving_image.channel(0) if moving_image.channels > 1 else moving_image
-        log.warning("multi-component images: registering their first component")
+        log.warning("multi-component (e.g. RGB) image given: registering its first component")
     fmask = _as_image(fixed_mask, "fixed mask")
     mmask = _as_image(moving_mask, "moving mask")
     for mask, image, what in ((fmask, fixed_image, "fixed mask"), (mmask, moving_image, "moving mask")):
@@ -574,9 +574,11 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     try:
         if staging is not None:
             logger_handler = logging.FileHandler(staging / "impactreg.log")
+            logger_handler.setLevel(logging.INFO)
             logger_handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
             log.addHandler(logger_handler)
-            log.setLevel(min(log.level or logging.INFO, logging.INFO))
+            if log.getEffectiveLevel() > logging.INFO:
+                log.setLevel(logging.INFO)
         current = initial
         previous_file = Path(initial_transform).resolve() if isinstance(initial_transform, (str, os.PathLike)) else None
         for index, pm in enumerate(maps):

@@ -61,7 +61,7 @@ _KEYS = [
     # optimisation
     Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True),
     Key("AutomaticParameterEstimation", "bool", True, "ASGD: estimate SP_a (and SP_A, SP_alpha) from the data", per_level=True),
-    Key("ASGDParameterEstimationMethod", "str", "DisplacementDistribution", "ASGD: how the step size is estimated",
+    Key("ASGDParameterEstimationMethod", "str", "Original", "ASGD: how the step size is estimated",
         ("Original", "DisplacementDistribution")),
     Key("MaximumStepLength", "float", None, "ASGD: largest voxel displacement of one step in mm (default: mean fixed spacing)", per_level=True),
     Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True),

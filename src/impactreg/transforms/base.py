@@ -65,6 +65,18 @@ class Transform:
     def jacobian_determinant(self, points: torch.Tensor) -> torch.Tensor:
         return torch.linalg.det(self.spatial_jacobian(points))
 
+    def inverse_map(self, points: torch.Tensor, iterations: int = 20, tolerance: float = 1e-6) -> torch.Tensor:
+        """Moving-space points (..., D) -> the fixed-space points x with T(x) = points (Newton's method)."""
+        target = points.reshape(-1, self.dim)
+        x = target.clone()
+        with torch.no_grad():
+            for _ in range(iterations):
+                residual = self.map(x) - target
+                if float(residual.abs().max()) < tolerance:
+                    break
+                x = x - torch.linalg.solve(self.spatial_jacobian(x), residual.unsqueeze(-1)).squeeze(-1)
+        return x.reshape(points.shape)
+
     def parameter_jacobian(self, points: torch.Tensor):
         """dT/dmu at points (N, D): a dense (N, D, P) tensor or a SparseJacobian."""
         raise NotImplementedError
