@@ -7,6 +7,7 @@ and the scaled gradient of iteration k and returns the new scaled parameters.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 from typing import Callable
 
@@ -136,8 +137,11 @@ def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
         # B-spline scales are per coefficient and axis; use the x-axis block (they are equal)
         inv = 1.0 / scales.double()[:ncoef][jacobian.indices]
         values = (w * inv).reshape(-1)
-        ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]), values, (n, ncoef)).coalesce()
-        gram = torch.sparse.mm(ws, ws.t()).to_dense()  # w_j . w_k
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # torch's beta-status notes on sparse tensors
+            ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]), values,
+                                         (n, ncoef), check_invariants=False).coalesce()
+            gram = torch.sparse.mm(ws, ws.t()).to_dense()  # w_j . w_k
         block = gram[:, :, None, None] * torch.eye(dim, dtype=torch.float64)  # J_j J_k^T
     else:
         J = jacobian.double() / scales.double()

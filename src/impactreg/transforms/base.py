@@ -65,16 +65,22 @@ class Transform:
     def jacobian_determinant(self, points: torch.Tensor) -> torch.Tensor:
         return torch.linalg.det(self.spatial_jacobian(points))
 
-    def inverse_map(self, points: torch.Tensor, iterations: int = 20, tolerance: float = 1e-6) -> torch.Tensor:
-        """Moving-space points (..., D) -> the fixed-space points x with T(x) = points (Newton's method)."""
+    def inverse_map(self, points: torch.Tensor, iterations: int = 50, tolerance: float = 1e-6) -> torch.Tensor:
+        """Moving-space points (..., D) -> the fixed-space points x with T(x) = points.
+
+        Chord iterations x <- x - J^-1 (T(x) - y), with J the spatial Jacobian at the start,
+        refreshed every 10 iterations (Newton's method when the deformation is strongly non-linear).
+        """
         target = points.reshape(-1, self.dim)
         x = target.clone()
         with torch.no_grad():
-            for _ in range(iterations):
+            for k in range(iterations):
                 residual = self.map(x) - target
                 if float(residual.abs().max()) < tolerance:
                     break
-                x = x - torch.linalg.solve(self.spatial_jacobian(x), residual.unsqueeze(-1)).squeeze(-1)
+                if k % 10 == 0:
+                    inverse_jacobian = torch.linalg.inv(self.spatial_jacobian(x))
+                x = x - (inverse_jacobian @ residual.unsqueeze(-1)).squeeze(-1)
         return x.reshape(points.shape)
 
     def parameter_jacobian(self, points: torch.Tensor):
