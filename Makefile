@@ -20,8 +20,13 @@ env: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
-demo: $(STAMP)
-	$(PY) -m impactreg.demo
+# The demo reads the MNI152 template shipped inside the nilearn wheel.
+$(VENV)/.demo-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[demo]'
+	touch $@
+
+demo: $(VENV)/.demo-installed
+	$(PY) -m impactreg.demo --out demo-output
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache
