@@ -87,16 +87,16 @@ def t2_like(t1: Image, grey_matter: Image, white_matter: Image, seed: int = 0) -
 
 
 def cbct_like(ct: Image, seed: int = 0, noise_hu: float = 40.0, shift_hu: float = 60.0, cupping_hu: float = 150.0,
-              streaks_hu: float = 60.0, fov_fraction: float = 0.85) -> Image:
-    """A CBCT-looking copy of a CT: noise, streaks, cupping, shifted HU, and a smaller field of
-    view (a cylinder about the image's z axis; outside it the image is cropped or -1000)."""
+              streaks_hu: float = 60.0, fov_fraction: float | None = 0.85) -> Image:
+    """A CBCT-looking copy of a CT: noise, streaks, cupping and shifted HU; with ``fov_fraction``
+    also a cylindrical field of view about the image's z axis (outside it: -1000 HU)."""
     rng = np.random.default_rng(seed)
     grid = ct.grid
     idx = grid.voxel_indices().numpy().reshape(*grid.shape, grid.dim)
     centre = (np.asarray(grid.size) - 1) / 2.0
     rel = (idx - centre) * grid.spacing
     radius = np.sqrt(rel[..., 0] ** 2 + rel[..., 1] ** 2)
-    r_max = fov_fraction * 0.5 * min(grid.size[0] * grid.spacing[0], grid.size[1] * grid.spacing[1])
+    r_max = (fov_fraction or 1.0) * 0.5 * min(grid.size[0] * grid.spacing[0], grid.size[1] * grid.spacing[1])
     angle = np.arctan2(rel[..., 1], rel[..., 0])
     streaks = np.zeros_like(radius)
     for _ in range(4):
@@ -105,7 +105,8 @@ def cbct_like(ct: Image, seed: int = 0, noise_hu: float = 40.0, shift_hu: float 
     data = ct.data[0].numpy().astype(np.float64)
     data = data + shift_hu - cupping_hu * (1 - (radius / r_max) ** 2).clip(0, 1) + streaks_hu * streaks
     data = data + rng.normal(scale=noise_hu, size=data.shape)
-    data[radius > r_max] = -1000.0
+    if fov_fraction is not None:
+        data[radius > r_max] = -1000.0
     return Image(torch.from_numpy(data).float()[None], grid, ct.pixel_type)
 
 
