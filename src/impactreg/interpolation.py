@@ -192,7 +192,7 @@ class Interpolator:
             shape = [1] * dim + [idx.shape[-1]]
             shape[d] = idx.shape[0]
             flat = idx.reshape(shape) if flat is None else flat + idx.reshape(shape)
-        t = self._coef[:, flat]  # (C, K0, ..., K_{D-1}, N)
+        t = self._coef.index_select(1, flat.reshape(-1)).reshape(self.channels, *flat.shape)  # (C, K0, ..., N)
         partial = [None] * dim
         for d in reversed(range(dim)):  # contract the last tap axis first
             partial[d] = t

@@ -128,32 +128,37 @@ class JacobianTerms:
 
 
 def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
-    """From a dense (n, D, P) parameter Jacobian or a SparseJacobian, with sqrt-scales (P,)."""
+    """From a dense (n, D, P) parameter Jacobian or a SparseJacobian, with sqrt-scales (P,).
+
+    maxJJ = max_j ||J_j||_F^2 + 2 sqrt(2) ||J_j J_j^T||_F and maxJCJ likewise with J_j C J_j^T.
+    A B-spline's J_j is I_D (x) w_j, so everything follows from the Gram matrix G = [w_j . w_k]
+    without forming C (P x P); a dense Jacobian has few parameters and C is formed directly.
+    """
+    root2 = 2 * math.sqrt(2)
     if isinstance(jacobian, SparseJacobian):
         n, dim = jacobian.weights.shape[0], jacobian.dim
         ncoef = jacobian.num_coefficients
         w = jacobian.weights.double()
         rows = torch.arange(n)[:, None].expand_as(jacobian.indices)
-        # B-spline scales are per coefficient and axis; use the x-axis block (they are equal)
-        inv = 1.0 / scales.double()[:ncoef][jacobian.indices]
-        values = (w * inv).reshape(-1)
+        inv = 1.0 / scales.double()[:ncoef][jacobian.indices]  # B-spline scales are equal across axes
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # torch's beta-status notes on sparse tensors
-            ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]), values,
-                                         (n, ncoef), check_invariants=False).coalesce()
-            gram = torch.sparse.mm(ws, ws.t()).to_dense()  # w_j . w_k
-        block = gram[:, :, None, None] * torch.eye(dim, dtype=torch.float64)  # J_j J_k^T
-    else:
-        J = jacobian.double() / scales.double()
-        n, dim = J.shape[0], J.shape[1]
-        block = torch.einsum("jap,kbp->jkab", J, J)
-    jj = block[torch.arange(n), torch.arange(n)]  # (n, D, D): J_j J_j^T
-    trace_c = float(jj.diagonal(dim1=1, dim2=2).sum()) / n
-    trace_cc = float((block ** 2).sum()) / n ** 2
-    max_jj = float((jj.diagonal(dim1=1, dim2=2).sum(-1) + 2 * math.sqrt(2) * jj.flatten(1).norm(dim=1)).max())
-    jcj = torch.einsum("jkab,jkcb->jac", block, block) / n  # J_j C J_j^T
-    max_jcj = float((jcj.diagonal(dim1=1, dim2=2).sum(-1) + 2 * math.sqrt(2) * jcj.flatten(1).norm(dim=1)).max())
-    return JacobianTerms(trace_c, trace_cc, max_jj, max_jcj)
+            ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]),
+                                         (w * inv).reshape(-1), (n, ncoef), check_invariants=False).coalesce()
+            gram = torch.sparse.mm(ws, ws.t()).to_dense()
+        diag = gram.diagonal()
+        jcj = (gram ** 2).sum(1) / n  # J_j C J_j^T = jcj_j I_D
+        return JacobianTerms(trace_c=dim * float(diag.sum()) / n, trace_cc=dim * float((gram ** 2).sum()) / n ** 2,
+                             max_jj=float((dim * diag + root2 * math.sqrt(dim) * diag).max()),
+                             max_jcj=float((dim * jcj + root2 * math.sqrt(dim) * jcj).max()))
+    J = jacobian.double() / scales.double()
+    n = J.shape[0]
+    C = torch.einsum("jap,jaq->pq", J, J) / n
+    jj = J @ J.transpose(1, 2)
+    jcj = J @ C @ J.transpose(1, 2)
+    return JacobianTerms(trace_c=float(C.trace()), trace_cc=float((C ** 2).sum()),
+                         max_jj=float((jj.diagonal(dim1=1, dim2=2).sum(-1) + root2 * jj.flatten(1).norm(dim=1)).max()),
+                         max_jcj=float((jcj.diagonal(dim1=1, dim2=2).sum(-1) + root2 * jcj.flatten(1).norm(dim=1)).max()))
 
 
 def estimate_original(terms: JacobianTerms, max_step: float, A: float, gradient: Callable, params: torch.Tensor,

@@ -128,7 +128,7 @@ class ParzenHistogram:
     def contract(self, dvalue_dp: torch.Tensor, parts, n: int) -> torch.Tensor:
         """d value / d m_s = (1/N) sum_ij dvalue/dp_ij w_f(i, s) w_m'(j, s)."""
         flat, fw, mdw = parts
-        k = dvalue_dp.reshape(-1)[flat]  # (N, Kf, Km)
+        k = dvalue_dp.reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)  # (N, Kf, Km)
         return (k * fw[:, :, None] * mdw[:, None, :]).sum(dim=(1, 2)) / n
 
 

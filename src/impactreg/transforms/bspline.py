@@ -97,7 +97,9 @@ class BSplineTransform(Transform):
     def map(self, points, parameters=None):
         p = self._params(parameters, points)
         flat, weight, _, _, valid = self._support(points)
-        disp = (p.reshape(self.dim, -1)[:, flat] * (weight * valid[:, None])).sum(-1).T  # (N, D)
+        n, k = flat.shape
+        coef = p.reshape(self.dim, -1).index_select(1, flat.reshape(-1)).reshape(self.dim, n, k)
+        disp = torch.einsum("dnk,nk->nd", coef, weight * valid[:, None])
         return points + disp.reshape(points.shape)
 
     def displacement(self, points, parameters=None):
@@ -106,8 +108,8 @@ class BSplineTransform(Transform):
     def spatial_jacobian(self, points):
         lead = points.shape[:-1]
         flat, _, w, dw, valid = self._support(points, derivative=True)
-        coef = self._params(None, points).reshape(self.dim, -1)[:, flat]  # (D, N, K)
         n = flat.shape[0]
+        coef = self._params(None, points).reshape(self.dim, -1).index_select(1, flat.reshape(-1)).reshape(self.dim, n, -1)
         grads = []
         for e in range(self.dim):
             we = dw[:, 0] if e == 0 else w[:, 0]
@@ -130,7 +132,7 @@ class BSplineTransform(Transform):
         kernels = [bspline_kernel(t, self.order), bspline_kernel_derivative(t, self.order),
                    bspline_kernel_second_derivative(t, self.order)]
         flat, _, _, _, valid = self._support(points)
-        coef = self._params(parameters, points).reshape(self.dim, -1)[:, flat]  # (D, N, K)
+        coef = self._params(parameters, points).reshape(self.dim, -1).index_select(1, flat.reshape(-1)).reshape(self.dim, *flat.shape)
         n = flat.shape[0]
         hess_u = torch.zeros(n, self.dim, self.dim, self.dim, dtype=points.dtype, device=points.device)
         for e in range(self.dim):
