@@ -29,6 +29,7 @@ from .image import Image, read_image, write_image
 from .interpolation import Interpolator, bspline_coefficients
 from .metrics.intensity import (MattesMutualInformation, MeanSquares, NormalizedCorrelation,
                                 NormalizedMutualInformation, ParzenHistogram)
+from .metrics.impact import ImpactMetric
 from .metrics.penalties import BendingEnergyPenalty
 from .optimizers import (Adam, AdaptiveStochasticGradientDescent, ASGDSettings, RegularStepGradientDescent,
                          StandardGradientDescent, estimate_displacement_distribution, estimate_original,
@@ -227,8 +228,8 @@ class LevelProblem:
     """Everything one resolution level needs to evaluate the weighted metric and its gradient."""
 
     def __init__(self, pm: ParameterMap, level: int, fixed: Image, moving: Image, fixed_mask: torch.Tensor | None,
-                 moving_mask: Image | None, transform: Transform, generator: torch.Generator, device):
-        self.pm, self.level, self.device = pm, level, device
+                 moving_mask: Image | None, transform: Transform, generator: torch.Generator, device, base=None):
+        self.pm, self.level, self.device, self.base = pm, level, device, base
         self.transform = transform.to(device)
         self.generator = generator
         self.fixed, self.moving = fixed, moving
@@ -246,14 +247,16 @@ class LevelProblem:
         self.new_samples = pm.get("NewSamplesEveryIteration", level) and sampler_kind in ("Random", "RandomCoordinate")
         self.required_ratio = pm.get("RequiredRatioOfValidSamples", level) if pm.get("CheckNumberOfSamples", level) else 0.0
         self.attempts = pm.get("MaximumNumberOfSamplingAttempts", level)
-        fixed_order = 1 if sampler_kind == "RandomCoordinate" else 0
-        self.fixed_interp = Interpolator(fixed, order=fixed_order, device=device, dtype=COMPUTE)
+        self.fixed_order = 1 if sampler_kind == "RandomCoordinate" else 0
+        self.fixed_interp = Interpolator(fixed, order=self.fixed_order, device=device, dtype=COMPUTE)
         interpolator = pm.get("Interpolator")
         order = 1 if interpolator == "LinearInterpolator" else 0 if interpolator == "NearestNeighborInterpolator" \
             else pm.get("BSplineInterpolationOrder", level)
         self.moving_interp = Interpolator(moving, order=order, device=device, dtype=COMPUTE)
         self.moving_mask = Interpolator(moving_mask, order=0, device=device, dtype=COMPUTE) if moving_mask is not None else None
+        self.interpolation_order = order
         self.metrics = [self._metric(name, fixed, moving, fixed_mask) for name in metrics]
+        self.intensity = any(not isinstance(m, (BendingEnergyPenalty, ImpactMetric)) for m in self.metrics)
         self.points = self.fixed_values = None
         self.redraw()
 
@@ -261,6 +264,9 @@ class LevelProblem:
         pm, level = self.pm, self.level
         if name == "TransformBendingEnergyPenalty":
             return BendingEnergyPenalty()
+        if name == "Impact":
+            return ImpactMetric(pm, level, fixed, moving, self.moving_mask, self.interpolation_order, self.generator,
+                                self.device, self.base)
         if name == "AdvancedMeanSquares":
             norm = 1.0
             if pm.get("UseNormalization", level):
@@ -280,6 +286,10 @@ class LevelProblem:
             return MattesMutualInformation(hist)
         return NormalizedMutualInformation(hist)
 
+    def _check_count(self, n_valid: int, wanted: int, check: bool) -> None:
+        if (check and n_valid < self.required_ratio * wanted) or n_valid < 2:
+            raise _TooFewSamples(n_valid, wanted)
+
     def redraw(self) -> None:
         self.points = self.sampler.sample()
         self.fixed_values = self.fixed_interp(self.points).values[:, 0]
@@ -293,38 +303,46 @@ class LevelProblem:
         points = self.points if points is None else points
         fixed_values = self.fixed_values if fixed_values is None else fixed_values
         transform = self.transform.with_parameters(params.to(self.device))
-        mapped = transform.map(points)
-        sampled = self.moving_interp(mapped, gradient=True)
-        valid = sampled.inside
-        if self.moving_mask is not None:
-            valid = valid & (self.moving_mask(mapped).values[:, 0] > 0)
-        n_valid = int(valid.sum())
-        if (check and n_valid < self.required_ratio * points.shape[0]) or n_valid < 2:
-            raise _TooFewSamples(n_valid, points.shape[0])
-        all_valid = n_valid == points.shape[0]
-        f = fixed_values if all_valid else fixed_values[valid]
-        m = sampled.values[:, 0] if all_valid else sampled.values[valid, 0]
         total = 0.0
         values = []
-        dv_dm = torch.zeros_like(m)
         grad = torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=self.device)
+        n_valid = points.shape[0]
+        if self.intensity:
+            mapped = transform.map(points)
+            sampled = self.moving_interp(mapped, gradient=True)
+            valid = sampled.inside
+            if self.moving_mask is not None:
+                valid = valid & (self.moving_mask(mapped).values[:, 0] > 0)
+            n_valid = int(valid.sum())
+            self._check_count(n_valid, points.shape[0], check)
+            all_valid = n_valid == points.shape[0]
+            f = fixed_values if all_valid else fixed_values[valid]
+            m = sampled.values[:, 0] if all_valid else sampled.values[valid, 0]
+            dv_dm = torch.zeros_like(m)
         for weight, metric in zip(self.weights, self.metrics):
             if isinstance(metric, BendingEnergyPenalty):
                 mu = params.to(self.device).requires_grad_(True)
-                v = metric(transform, (points if all_valid else points[valid]).to(torch.float64), mu)
+                v = metric(transform, points.to(torch.float64), mu)
                 if weight != 0.0 and v.requires_grad:
                     g, = torch.autograd.grad(v, mu)
                     grad = grad + weight * g
-                v = v.detach()
+                v = float(v.detach())
+            elif isinstance(metric, ImpactMetric):
+                v, g, impact_valid = metric.value_and_gradient(transform, points)
+                self._check_count(impact_valid, points.shape[0], check)
+                n_valid = min(n_valid, impact_valid)
+                grad = grad + weight * g
             else:
                 v, d = metric.value_and_derivative(f, m)
                 dv_dm = dv_dm + weight * d
-            values.append(float(v))
-            total += weight * float(v)
-        if not all_valid:  # invalid samples contribute nothing; keep full-size arrays for the cached support
-            dv_dm = torch.zeros(points.shape[0], dtype=m.dtype, device=m.device).index_put_((valid.nonzero()[:, 0],), dv_dm)
-        d_points = dv_dm[:, None] * sampled.gradients[:, 0]
-        grad = grad + transform.parameter_gradient(points, d_points).to(torch.float64)
+                v = float(v)
+            values.append(v)
+            total += weight * v
+        if self.intensity:
+            if not all_valid:  # invalid samples contribute nothing; keep full-size arrays for the cached support
+                dv_dm = torch.zeros(points.shape[0], dtype=m.dtype, device=m.device).index_put_((valid.nonzero()[:, 0],), dv_dm)
+            d_points = dv_dm[:, None] * sampled.gradients[:, 0]
+            grad = grad + transform.parameter_gradient(points, d_points).to(torch.float64)
         return total, values, n_valid, grad
 
 
@@ -497,7 +515,8 @@ def _run_stage(index: int, pm: ParameterMap, fixed: Image, moving: Image, fixed_
             mdata = erode(mmask.data[0] > 0, tuple(reversed(radius.tolist())))
             mmask = mmask.with_data(mdata[None].float())
         scales = _scales(pm, current, fixed.grid)
-        problem = LevelProblem(pm, level, fixed_l, moving_l, fmask, mmask, full, generator, device)
+        base = Path(pm.source).parent if pm.source and Path(pm.source).is_file() else None
+        problem = LevelProblem(pm, level, fixed_l, moving_l, fmask, mmask, full, generator, device, base)
         max_step = pm.get("MaximumStepLength", level) or default_step
         log.info("stage %d level %d: %d parameters, fixed %s", index, level, current.number_of_parameters, fixed_l.grid.size)
         results.append(_run_level(pm, index, level, problem, scales, max_step, generator, callbacks, progress, iteration_rows))

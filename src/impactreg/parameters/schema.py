@@ -25,7 +25,7 @@ class Key:
 
 PYRAMIDS = ("SmoothingImagePyramid", "RecursiveImagePyramid", "ShrinkingImagePyramid", "GenericImagePyramid")
 METRICS = ("AdvancedMeanSquares", "AdvancedNormalizedCorrelation", "AdvancedMattesMutualInformation",
-           "NormalizedMutualInformation", "TransformBendingEnergyPenalty")
+           "NormalizedMutualInformation", "TransformBendingEnergyPenalty", "Impact")
 TRANSFORM_NAMES = ("TranslationTransform", "EulerTransform", "SimilarityTransform", "AffineTransform",
                    "BSplineTransform", "RecursiveBSplineTransform")
 OPTIMIZERS = ("AdaptiveStochasticGradientDescent", "StandardGradientDescent", "RegularStepGradientDescent", "Adam")
@@ -155,6 +155,47 @@ _KEYS = [
     Key("UseMultiThreadingForMetrics", "bool", True, NO_EFFECT),
     Key("MaximumNumberOfThreads", "int", None, "threads (same as -threads)"),
 ]
+
+# IMPACT, documented family: one quoted string per level (a missing level reuses the first), each a
+# space-separated list with one entry per model; PatchSize/VoxelSize entries as "5*5*5".
+_IMPACT_PER_MODEL = {
+    "ModelsPath": "TorchScript model path, hub name (e.g. TS/M730_2_Layers.pt) or built-in MIND/R<r>D<d>",
+    "Dimension": "dimension the model expects (2 or 3)",
+    "NumberOfChannels": "input channels the model expects (the image is replicated)",
+    "PatchSize": "patch size in voxels, e.g. 5*5*5 (0*0*0 in Static mode: whole image)",
+    "VoxelSize": "voxel size in mm at which features are extracted, e.g. 1.5*1.5*1.5",
+    "LayersMask": "which output layers to use, e.g. 00000001",
+    "Normalization": "model input normalisation: none, zscore, minmax, ct, imagenet",
+}
+_IMPACT_SHARED = {
+    "SubsetFeatures": "channels compared per sample, drawn at random each iteration (per model)",
+    "LayersWeight": "weight of each selected layer",
+    "PCA": "Static mode: principal components kept (0 = off), per model",
+    "Distance": "feature distance per model: L1, L2, Cosine, L1Cosine, Dice, NCC, DotProduct",
+}
+_IMPACT_GLOBAL = {
+    "Mode": "Jacobian (gradients through the model) or Static (feature maps computed once per level)",
+    "GPU": "GPU index for the models, -1 = CPU",
+    "UseMixedPrecision": "float16 autocast for the models on GPU",
+    "FeaturesMapUpdateInterval": "Static mode: recompute the moving feature maps every N iterations (-1 = once per level)",
+    "WriteFeatureMaps": "Static mode: folder for the resampled inputs and feature maps, or \"false\"",
+    "FeatureMapOutputDirectory": "Static mode: folder for the resampled inputs and feature maps",
+}
+for _name, _doc in _IMPACT_PER_MODEL.items():
+    _KEYS.append(Key(_name, "str", None, "IMPACT: " + _doc, per_level=True))
+    for _side in ("Fixed", "Moving"):
+        _KEYS.append(Key(_side + _name, "str", None, f"IMPACT: {_side.lower()}-image {_doc}", per_level=True))
+        _KEYS.append(Key(f"Impact{_side}{_name}0", "str", None, f"IMPACT (elastix names), level <i>: {_side.lower()}-image {_doc}",
+                         multi=True, pattern=rf"(?:Impact)?{_side}{_name}(\d+)"))
+    _KEYS.append(Key(f"Impact{_name}0", "str", None, "IMPACT (elastix names), level <i>: " + _doc, multi=True,
+                     pattern=rf"Impact{_name}(\d+)"))
+for _name, _doc in _IMPACT_SHARED.items():
+    _KEYS.append(Key(_name, "str", None, "IMPACT: " + _doc, per_level=True))
+    _KEYS.append(Key(f"Impact{_name}0", "str", None, "IMPACT (elastix names), level <i>: " + _doc, multi=True,
+                     pattern=rf"Impact{_name}(\d+)"))
+for _name, _doc in _IMPACT_GLOBAL.items():
+    _KEYS.append(Key(_name, "str", None, "IMPACT: " + _doc, per_level=True))
+    _KEYS.append(Key("Impact" + _name, "str", None, "IMPACT (elastix names): " + _doc, per_level=True))
 
 KEYS: dict[str, Key] = {k.name: k for k in _KEYS if k.pattern is None}
 PATTERNS: list[Key] = [k for k in _KEYS if k.pattern is not None]

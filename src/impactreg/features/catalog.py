@@ -1,0 +1,56 @@
+"""Known feature-extraction models: what a name means before its file is opened.
+
+Per layer: channels, stride and receptive field (voxels). Families of the published hub
+repository (VBoussot/impact-torchscript-models) and the built-in MIND.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+HUB_REPOSITORY = "VBoussot/impact-torchscript-models"
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    name: str
+    dimension: int
+    channels: int  # input channels
+    normalization: str
+    layers: tuple = field(default=())  # (channels, stride, receptive field) per output layer
+    description: str = ""
+
+
+_TS_LAYERS = ((32, 1, 5), (64, 2, 11), (128, 4, 23), (256, 8, 47), (320, 16, 95), (320, 32, 191),
+              (32, 1, 191), (0, 1, 191))
+_TS_CT = "clip [-1024, 276] HU then (x + 370) / 436.6 (old exports; newer ones normalise inside)"
+
+CATALOG = [
+    ModelInfo("TS/M730", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT organs (default baseline)"),
+    ModelInfo("TS/M731", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT muscles"),
+    ModelInfo("TS/M732", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 3 mm"),
+    ModelInfo("TS/M733", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 6 mm"),
+    ModelInfo("TS/M258", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT lung vessels; " + _TS_CT),
+    ModelInfo("TS/M291", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT organs; " + _TS_CT),
+    ModelInfo("SAM2.1/SAM2.1_Tiny", 2, 3, "imagenet", (), "SAM 2.1 image encoder (2D, RGB)"),
+    ModelInfo("MIND/R<r>D<d>", 0, 1, "minmax", ((0, 1, 0),), "built in: MIND-SSC, 12 channels 3D / 4 channels 2D, "
+              "field of view 2(r+d)+1; no weights needed"),
+]
+
+
+def lookup(name: str) -> ModelInfo | None:
+    """Catalogue entry for a model name or file path (e.g. 'TS/M730_2_Layers.pt' -> TS/M730)."""
+    text = str(name).replace("\\", "/")
+    mind = re.search(r"MIND/R(\d+)D(\d+)", text)
+    if mind:
+        r, d = int(mind.group(1)), int(mind.group(2))
+        return ModelInfo(f"MIND/R{r}D{d}", 0, 1, "minmax", ((12, 1, 2 * (r + d) + 1),), "built-in MIND-SSC")
+    match = re.search(r"(M\d{3})", text)
+    if match:
+        for info in CATALOG:
+            if info.name.endswith(match.group(1)):
+                return info
+    for info in CATALOG:
+        if info.name.split("/")[-1] in text:
+            return info
+    return None

@@ -1,0 +1,95 @@
+"""FeatureExtractor: a model plus how to feed it (normalisation, channels, calling convention)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ModelError
+from .mind import MIND, parse_mind_name
+from .torchscript import forward_arity, hub_download, load_torchscript, resolve_model_path
+
+NORMALIZATIONS = ("none", "zscore", "minmax", "ct", "imagenet")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+_LOADED: dict[tuple[str, str], object] = {}
+
+
+def image_stats(data: torch.Tensor) -> torch.Tensor:
+    """[min, max, mean, std] of a whole raw image, float32 (the 'stats' argument of new models)."""
+    x = data.to(torch.float32)
+    return torch.stack([x.min(), x.max(), x.mean(), x.std()])
+
+
+def normalize(x: torch.Tensor, stats: torch.Tensor, method: str) -> torch.Tensor:
+    if method == "none":
+        return x
+    if method == "zscore":
+        return (x - stats[2]) / torch.clamp(stats[3], min=1e-6)
+    if method in ("minmax", "imagenet"):
+        return (x - stats[0]) / torch.clamp(stats[1] - stats[0], min=1e-6)
+    if method == "ct":
+        return (x.clamp(-1024.0, 276.0) + 370.0) / 436.6
+    raise ModelError(f"unknown normalisation {method!r}; use one of {', '.join(NORMALIZATIONS)}")
+
+
+class FeatureExtractor:
+    """Calls a feature model on raw-intensity batches (B, 1, *spatial) and returns its layer list."""
+
+    def __init__(self, model, name: str, dimension: int, channels: int = 1, normalization: str = "none",
+                 arity: int = 1):
+        if normalization not in NORMALIZATIONS:
+            raise ModelError(f"unknown normalisation {normalization!r} for model {name}; use one of {', '.join(NORMALIZATIONS)}")
+        self.model, self.name, self.dimension = model, name, dimension
+        self.channels, self.normalization, self.arity = channels, normalization, arity
+
+    def __call__(self, x: torch.Tensor, stats: torch.Tensor, direction: torch.Tensor, nb_layers: int = 1) -> list[torch.Tensor]:
+        x = normalize(x, stats, self.normalization)
+        if self.channels > 1 and x.shape[1] == 1:
+            x = x.expand(-1, self.channels, *x.shape[2:])
+        if self.normalization == "imagenet" and self.channels == 3:
+            shape = (1, 3) + (1,) * (x.dim() - 2)
+            x = (x - torch.tensor(IMAGENET_MEAN, device=x.device).view(shape)) / torch.tensor(IMAGENET_STD, device=x.device).view(shape)
+        args = [x, torch.tensor([nb_layers], dtype=torch.int64, device=x.device), stats.to(x.device),
+                direction.to(x.device)][: max(1, min(self.arity, 4))]
+        try:
+            out = self.model(*args)
+        except RuntimeError as exc:
+            raise ModelError(f"model {self.name} failed on a {tuple(x.shape)} input ({str(exc).splitlines()[0][:160]}); "
+                             f"check Dimension, NumberOfChannels and PatchSize for this model") from None
+        if isinstance(out, torch.Tensor):
+            out = [out]
+        if not isinstance(out, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in out):
+            raise ModelError(f"model {self.name} must return a tensor or a list of tensors, got {type(out).__name__}")
+        return list(out)
+
+    def layer_shapes(self, spatial: tuple[int, ...], device) -> list[tuple[int, tuple[int, ...]]]:
+        """(channels, spatial shape) of each output layer for an input of ``spatial`` size."""
+        x = torch.zeros((1, 1) + tuple(spatial), device=device)
+        stats = torch.tensor([0.0, 1.0, 0.5, 0.5], device=device)
+        with torch.no_grad():
+            out = self(x, stats, torch.eye(self.dimension, dtype=torch.int64), nb_layers=1)
+        return [(t.shape[1], tuple(t.shape[2:])) for t in out]
+
+
+def load_extractor(name: str, dimension: int, channels: int = 1, normalization: str = "none", device="cpu",
+                   base: Path | None = None, downloader: Callable = hub_download) -> FeatureExtractor:
+    """A FeatureExtractor for a built-in MIND name, a TorchScript path, or a hub name (cached)."""
+    device = torch.device(device)
+    local = Path(name)
+    mind = parse_mind_name(name, dimension) if not local.is_file() and not (base and (base / name).is_file()) else None
+    if mind is not None:
+        if mind.dim != dimension:
+            raise ModelError(f"{name} is a {mind.dim}D MIND but Dimension says {dimension}")
+        return FeatureExtractor(mind.to(device), f"MIND/R{mind.radius}D{mind.dilation}", dimension, 1, normalization, 4)
+    path = resolve_model_path(name, base, downloader)
+    key = (str(path.resolve()), str(device))
+    if key not in _LOADED:
+        _LOADED[key] = load_torchscript(path, device)
+    model = _LOADED[key]
+    return FeatureExtractor(model, path.name, dimension, channels, normalization, forward_arity(model))
+
+
+__all__ = ["FeatureExtractor", "load_extractor", "normalize", "image_stats", "NORMALIZATIONS", "MIND"]
