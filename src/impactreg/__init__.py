@@ -5,12 +5,14 @@ from .errors import ImageError, ImpactRegError, InputError, ModelError, OutputEr
 from .geometry import Grid
 from .image import Image, read_image, write_image
 from .interpolation import Interpolator, sample
+from .loss import IMPACT
 from .points import PointSet, read_points, write_points
 from .transformix import deformation_field, jacobian_determinant, map_points, resample, transform
+from .registration import RegistrationResult, register
 from .transforms.elastix_files import read_transform_file, write_transform_chain, write_transform_file
 
 __all__ = [
-    "__version__", "Grid", "Image", "read_image", "write_image", "Interpolator", "sample",
+    "__version__", "register", "RegistrationResult", "IMPACT", "Grid", "Image", "read_image", "write_image", "Interpolator", "sample",
     "PointSet", "read_points", "write_points", "transform", "resample", "deformation_field",
     "jacobian_determinant", "map_points", "read_transform_file", "write_transform_file",
     "write_transform_chain", "ImpactRegError", "InputError", "ImageError", "ParameterError",

@@ -110,7 +110,10 @@ def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_si
                  stats: torch.Tensor, device) -> tuple[Image, list[Image]]:
     """The image resampled to ``voxel_size`` and each selected layer's feature map as an Image.
 
-    A 2D model on a 3D image runs slice by slice (along the image's third axis)."""
+    A 2D model on a 3D image runs slice by slice (along the image's third axis, whose spacing is kept)."""
+    voxel_size = tuple(voxel_size)
+    if len(voxel_size) == 2 and image.dim == 3:
+        voxel_size = voxel_size + (float(image.grid.spacing[2]),)
     grid = voxel_grid(image.grid, voxel_size)
     resampled = resample_to_grid(image.to(device), grid, order=3)
     direction = torch.tensor(np.round(image.grid.direction), dtype=torch.int64)

@@ -299,7 +299,7 @@ def _project(feature: Image, projection) -> Image:
 
 def _write_maps(folder: Path, side: str, level: int, k: int, settings: ModelSettings, resampled: Image, maps: list[Image]):
     folder.mkdir(parents=True, exist_ok=True)
-    sizes = "_".join(f"{v:g}" for v in settings.voxel_size)
+    sizes = "_".join(f"{v:g}" for v in resampled.grid.spacing)
     write_image(resampled, folder / f"{side}_{level}_{sizes}.mha")
     name = Path(settings.path).stem.replace("/", "_")
     for layer, feature in zip(settings.selected_layers, maps):

@@ -1,0 +1,80 @@
+"""IMPACT as a PyTorch loss, for learning-based registration (VoxelMorph-style) and synthesis.
+
+    loss_fn = impactreg.IMPACT("MIND/R1D2", dimension=3)
+    loss = loss_fn(fixed, warped_moving)            # tensors (B, C, [D,] H, W)
+
+Features of both inputs come from the same models as the registration metric (TorchScript path,
+hub name or built-in MIND); each selected layer is compared voxel by voxel with the chosen
+distance, optionally inside a mask, and the layers are summed with their weights. Differentiable
+with respect to either input.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from .errors import ModelError
+from .features.extractor import FeatureExtractor, load_extractor, normalize
+from .metrics.distances import DISTANCES
+
+
+class IMPACT(torch.nn.Module):
+    def __init__(self, models="MIND/R1D2", dimension: int = 3, channels: int = 1, layers_mask="1",
+                 weights=None, distance="L1", normalization="none", subset_features: int = 0, device="cpu",
+                 downloader=None):
+        super().__init__()
+        names = [models] if isinstance(models, str) else list(models)
+        masks = [layers_mask] * len(names) if isinstance(layers_mask, str) else list(layers_mask)
+        norms = [normalization] * len(names) if isinstance(normalization, str) else list(normalization)
+        distances = [distance] * len(names) if isinstance(distance, str) else list(distance)
+        if not (len(masks) == len(norms) == len(distances) == len(names)):
+            raise ModelError("IMPACT loss: give one layers mask, normalisation and distance per model (or one for all)")
+        for d in distances:
+            if d not in DISTANCES:
+                raise ModelError(f"IMPACT loss: unknown distance {d!r}; use one of {', '.join(DISTANCES)}")
+        kwargs = {"downloader": downloader} if downloader else {}
+        self.extractors: list[FeatureExtractor] = [load_extractor(n, dimension, channels, "none", device, **kwargs)
+                                                   for n in names]
+        self.normalizations, self.masks, self.distances = norms, masks, distances
+        selected = sum(m.count("1") for m in masks)
+        self.weights = list(weights) if weights is not None else [1.0] * selected
+        if len(self.weights) != selected:
+            raise ModelError(f"IMPACT loss: {len(self.weights)} weights for {selected} selected layer(s)")
+        self.subset_features = subset_features
+        self.dimension = dimension
+
+    def _features(self, extractor: FeatureExtractor, x: torch.Tensor, normalization: str, nb_layers: int):
+        outputs = []
+        eye = torch.eye(self.dimension, dtype=torch.int64)
+        for item in x:  # per image: normalisation and model statistics are those of that image
+            stats = torch.stack([item.min(), item.max(), item.mean(), item.std()]).detach()
+            outputs.append(extractor(normalize(item[None, :1], stats, normalization), stats, eye, nb_layers))
+        return [torch.cat([o[i] for o in outputs]) for i in range(len(outputs[0]))]
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if fixed.shape != moving.shape or fixed.dim() != self.dimension + 2:
+            raise ModelError(f"IMPACT loss expects two tensors (B, C, *spatial) of the same shape with {self.dimension} "
+                             f"spatial axes, got {tuple(fixed.shape)} and {tuple(moving.shape)}")
+        total = fixed.new_zeros(())
+        w = iter(self.weights)
+        for extractor, norm, layers_mask, distance in zip(self.extractors, self.normalizations, self.masks, self.distances):
+            f_out = self._features(extractor, fixed, norm, len(layers_mask))
+            m_out = self._features(extractor, moving, norm, len(layers_mask))
+            if len(f_out) != len(layers_mask):
+                raise ModelError(f"IMPACT loss: layers mask {layers_mask!r} has {len(layers_mask)} digits but "
+                                 f"{extractor.name} gives {len(f_out)} layers")
+            for index, flag in enumerate(layers_mask):
+                if flag != "1":
+                    continue
+                f, m = f_out[index], m_out[index]
+                fv = f.movedim(1, -1).reshape(-1, f.shape[1])
+                mv = m.movedim(1, -1).reshape(-1, m.shape[1])
+                if mask is not None:
+                    resized = F.interpolate(mask.float(), size=f.shape[2:], mode="nearest")
+                    keep = resized.reshape(-1) > 0.5
+                    fv, mv = fv[keep], mv[keep]
+                if self.subset_features and self.subset_features < fv.shape[1]:
+                    subset = torch.randperm(fv.shape[1], device=fv.device)[: self.subset_features]
+                    fv, mv = fv[:, subset], mv[:, subset]
+                total = total + next(w) * DISTANCES[distance](fv, mv)
+        return total
