@@ -50,6 +50,18 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
     _add_common(rg)
 
+    mo = commands.add_parser("models", help="known feature models and the local model cache",
+                             description="The catalogue of known feature models (dimension, channels, layers with "
+                                         "channels/stride/receptive field, normalisation) and what is in the cache.")
+    mo_sub = mo.add_subparsers(dest="models_command", metavar="SUBCOMMAND")
+    ex = mo_sub.add_parser("export-mind", help="write the built-in MIND as a TorchScript file (new call signature)")
+    ex.add_argument("output", help="file to write, e.g. MIND_R1D2_3D.pt")
+    ex.add_argument("--radius", type=int, default=1)
+    ex.add_argument("--dilation", type=int, default=2)
+    ex.add_argument("--dimension", type=int, default=3, choices=(2, 3))
+    for p in (mo, ex):
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+
     pa = commands.add_parser("parameters", help="list every parameter-map key impactreg knows",
                              description="Every parameter-map key: type, default, allowed values and meaning.")
     pa.add_argument("name", nargs="?", help="show only keys containing this text")
@@ -115,6 +127,27 @@ def _run_parameters(args) -> int:
     return 0
 
 
+def _run_models(args) -> int:
+    from .features import CATALOG, cache_dir, export_mind
+
+    if getattr(args, "models_command", None) == "export-mind":
+        path = export_mind(args.output, args.radius, args.dilation, args.dimension)
+        print(f"wrote {path} (MIND R{args.radius}D{args.dilation}, {args.dimension}D, "
+              f"forward(x, nb_layers, stats, direction))")
+        return 0
+    print("Known models (hub: VBoussot/impact-torchscript-models; MIND is built in):")
+    for info in CATALOG:
+        dim = f"{info.dimension}D" if info.dimension else "2D/3D"
+        print(f"  {info.name:<20} {dim:<6} {info.channels} ch in, normalisation {info.normalization:<8} {info.description}")
+        if info.layers and info.layers[0][0]:
+            layers = ", ".join(f"L{i + 1}: {c} ch /{s} rf {rf}" for i, (c, s, rf) in enumerate(info.layers) if c)
+            print(f"  {'':<20} layers: {layers}")
+    folder = cache_dir()
+    cached = sorted(p.relative_to(folder) for p in folder.rglob("*.pt")) if folder.is_dir() else []
+    print(f"Cache {folder}: " + (", ".join(str(p) for p in cached) if cached else "empty"))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = _build_parser()
     args = parser.parse_args(argv)
@@ -127,7 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     console.setFormatter(logging.Formatter("%(message)s"))
     log.addHandler(console)
     log.propagate = False
-    handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters}
+    handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
+                "models": _run_models}
     try:
         return handlers[args.command](args)
     except ImpactRegError as exc:
