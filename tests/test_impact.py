@@ -146,7 +146,7 @@ def test_settings_errors(entries, message):
 
 def test_layers_mask_must_match_the_model(smooth_model):
     image = blobs(1)
-    with pytest.raises(Exception, match="LayersMask '111' has 3 digit"):
+    with pytest.raises(ModelError, match="LayersMask '111' has 3 digit"):
         ImpactMetric(impact_map(smooth_model, "Jacobian", ImpactLayersMask0="111", ImpactLayersWeight0=1), 0, image, image,
                      None, 1, torch.Generator(), "cpu")
 
@@ -240,3 +240,21 @@ def test_impact_loss_is_differentiable_in_both_inputs(smooth_model):
     assert mind(x, x).item() == pytest.approx(0.0, abs=1e-7)
     with pytest.raises(ModelError):
         impactreg.IMPACT("MIND/R1D2", dimension=3, distance="L7")
+
+
+def test_feature_map_update_does_not_apply_the_transform_twice(smooth_model):
+    fixed = blobs(5)
+    moving = blobs(5, shift=(2.0, -1.0))  # moving(x + (2, -1)) = fixed(x): the truth is that translation
+    base = dict(ImpactPatchSize0=[0, 0], ImpactLayersMask0="01", ImpactLayersWeight0=1, ImpactFeaturesMapUpdateInterval=1)
+    interior = torch.zeros(fixed.grid.shape, dtype=torch.bool)
+    interior[8:-8, 8:-8] = True
+    points = ImageSampler("Grid", fixed.grid, interior, grid_spacing=(2,)).sample()
+    metric = ImpactMetric(impact_map(smooth_model, "Static", **base), 0, fixed, moving, None, 3, torch.Generator(), "cpu")
+    truth = TranslationTransform(2, [2.0, -1.0])
+    misaligned = metric.value_and_gradient(TranslationTransform(2), points)[0]
+    metric.value_and_gradient(truth, points)  # iteration 1: maps now come from the moving image warped by the truth
+    assert metric.reference is not None
+    aligned, grad, _ = metric.value_and_gradient(truth, points)
+    assert aligned < 0.1 * misaligned  # sampled at x, not at T(x) a second time
+    nudged = metric.value_and_gradient(TranslationTransform(2, [2.6, -1.0]), points)[1]
+    assert nudged[0] > 0  # the gradient points back to the truth

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ImageError
+from ..errors import ImageError, ModelError
 from ..features.extractor import FeatureExtractor, image_stats, load_extractor
 from ..features.inference import feature_maps
 from ..filters import gaussian_smooth
@@ -273,7 +273,7 @@ def anti_alias(image: Image, voxel_size) -> Image:
 
 def _check_mask(model: FeatureExtractor, settings: ModelSettings, outputs: int | None):
     if outputs is not None and outputs != len(settings.layers_mask):
-        raise ImageError(f"IMPACT LayersMask {settings.layers_mask!r} has {len(settings.layers_mask)} digit(s) but model "
+        raise ModelError(f"IMPACT LayersMask {settings.layers_mask!r} has {len(settings.layers_mask)} digit(s) but model "
                          f"{model.name} gives {outputs} output layer(s); use {outputs} digits")
 
 
