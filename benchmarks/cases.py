@@ -13,11 +13,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from impactreg.demo import MNI, downsample
+from impactreg.demo import build_case
 from impactreg.filters import resample_to_grid
 from impactreg.image import Image, read_image
-from impactreg.synthetic import (cbct_like, crop_to_fraction, labels_from_tissue, random_deformation, t2_like,
-                                 warp_by_inverse)
+from impactreg.synthetic import cbct_like, crop_to_fraction, random_deformation, warp_by_inverse
 from impactreg.transforms import Transform
 
 DATA = Path(os.environ.get("IMPACTREG_DATA", Path(__file__).resolve().parents[2] / "shared" / "data"))
@@ -54,16 +53,9 @@ def lung_ct_cbct(seed: int = 11) -> Case:
 
 
 def mni_t1_t2(seed: int = 12, spacing_mm: float = 2.0) -> Case:
-    """MNI152 T1 (fixed) against a synthetic T2 from its tissue maps under a known warp."""
-    folder = DATA / "mni152"
-    t1 = downsample(read_image(folder / MNI["t1"]), spacing_mm)
-    gm = downsample(read_image(folder / MNI["gm"]), spacing_mm)
-    wm = downsample(read_image(folder / MNI["wm"]), spacing_mm)
-    labels = labels_from_tissue(gm, wm)
-    truth = random_deformation(t1.grid, seed, rotation_degrees=4.0, translation_mm=5.0, bumps=10, bump_mm=4.0,
-                               bump_width_mm=20.0)
-    moving, moving_labels = warp_by_inverse([t2_like(t1, gm, wm, seed), labels], truth, order=[3, 0])
-    return Case("MNI T1 -> synthetic T2", t1, moving, truth, _inside(labels, 300, seed), labels, moving_labels)
+    """MNI152 T1 (fixed) against a synthetic T2 from its tissue maps under a known warp (the demo's case)."""
+    t1, moving, labels, moving_labels, landmarks, truth = build_case(DATA / "mni152", spacing_mm, seed)
+    return Case("MNI T1 -> synthetic T2", t1, moving, truth, landmarks, labels, moving_labels)
 
 
 CASES = {"lung": lung_ct_cbct, "mni": mni_t1_t2}
