@@ -86,20 +86,21 @@ def brain_t1_pd(data_dir):
     return t1, pd
 
 
-def mind_map(mode, patch, iterations):
-    return {"Transform": "TranslationTransform", "Metric": "Impact", "NumberOfResolutions": 2,
+def mind_map(mode, patch, iterations, levels=2):
+    return {"Transform": "TranslationTransform", "Metric": "Impact", "NumberOfResolutions": levels,
             "MaximumNumberOfIterations": iterations, "NumberOfSpatialSamples": 500, "NewSamplesEveryIteration": "true",
             "NumberOfSamplesForExactGradient": 2000, "BSplineInterpolationOrder": 3, "WriteResultImage": "false",
             "ImpactModelsPath0": "MIND/R1D2", "ImpactDimension0": 2, "ImpactPatchSize0": [patch, patch],
             "ImpactVoxelSize0": [2, 2], "ImpactVoxelSize1": [1, 1], "ImpactDistance0": "L2", "ImpactMode": mode}
 
 
-@pytest.mark.parametrize("mode,patch,iterations", [("Static", 0, 150), ("Jacobian", 11, 120)])
-def test_brainweb_t1_pd_translation_recovered_with_mind(mode, patch, iterations, brain_t1_pd):
+# Jacobian mode runs at 2 mm only: per-patch MIND at the native 1 mm is too noisy for ASGD to settle
+@pytest.mark.parametrize("mode,patch,iterations,levels", [("Static", 0, 150, 2), ("Jacobian", 11, 150, 1)])
+def test_brainweb_t1_pd_translation_recovered_with_mind(mode, patch, iterations, levels, brain_t1_pd):
     t1, pd = brain_t1_pd
     truth = np.array([4.6, -3.3])  # the PD slice moved by a known translation (its origin shifted)
     moving = Image(pd.data, Grid(pd.grid.size, pd.grid.spacing, pd.grid.origin + truth, pd.grid.direction))
-    result = register(t1, moving, [mind_map(mode, patch, iterations)], seed=0)
+    result = register(t1, moving, [mind_map(mode, patch, iterations, levels)], seed=0)
     assert np.abs(result.transform.parameters.numpy() - truth).max() < 0.5
 
 

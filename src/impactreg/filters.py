@@ -54,12 +54,13 @@ def shrunk_grid(grid: Grid, factors, centred: bool) -> Grid:
     return Grid(tuple(int(v) for v in m), grid.spacing * factors, grid.index_to_world(shift), grid.direction)
 
 
-def resample_to_grid(image: Image, grid: Grid, order: int = 1, default: float = 0.0) -> Image:
-    """The image sampled at every voxel of ``grid`` (identity transform)."""
+def resample_to_grid(image: Image, grid: Grid, order: int = 1, default: float = 0.0,
+                     dtype: torch.dtype = torch.float64) -> Image:
+    """The image sampled at every voxel of ``grid`` (identity transform), computed in ``dtype``."""
     if image.grid.same_as(grid, tol=1e-9):
         return image
-    interp = Interpolator(image, order=order, default=default, dtype=torch.float64)
-    values = interp(grid.voxel_points(device=image.data.device)).values
+    interp = Interpolator(image, order=order, default=default, dtype=dtype)
+    values = interp(grid.voxel_points(dtype=dtype, device=image.data.device)).values
     return Image(values.T.reshape(image.channels, *grid.shape).to(torch.float32), grid, image.pixel_type)
 
 

@@ -62,8 +62,9 @@ def bspline_kernel_derivative(t: torch.Tensor, order: int) -> torch.Tensor:
 
 
 @lru_cache(maxsize=None)
-def _prefilter_taps(order: int) -> np.ndarray:
-    """Symmetric FIR taps h[-K..K] of the inverse of the sampled B-spline kernel (exact to 1e-15)."""
+def _prefilter_taps(order: int, tolerance: float = 1e-16) -> np.ndarray:
+    """Symmetric FIR taps h[-K..K] of the inverse of the sampled B-spline kernel; taps below
+    ``tolerance`` are dropped (the kernel decays geometrically, so the result is exact to it)."""
     n = 1024
     k = np.arange(-(order // 2), order // 2 + 1)
     samples = bspline_kernel(torch.tensor(k, dtype=torch.float64), order).numpy()
@@ -71,7 +72,7 @@ def _prefilter_taps(order: int) -> np.ndarray:
     kernel[k % n] = samples
     inverse = np.real(np.fft.ifft(1.0 / np.fft.fft(kernel)))
     taps = np.concatenate([inverse[-(n // 2):], inverse[: n // 2]])
-    keep = np.nonzero(np.abs(taps) > 1e-16)[0]
+    keep = np.nonzero(np.abs(taps) > tolerance)[0]
     half = max(n // 2 - keep[0], keep[-1] - n // 2)
     return taps[n // 2 - half: n // 2 + half + 1]
 
@@ -94,13 +95,15 @@ def _mirror_index(k: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(k >= n, period - k, k)
 
 
-def bspline_coefficients(data: torch.Tensor, order: int = 3) -> torch.Tensor:
-    """B-spline coefficients of channel-first data (C, [Z,] Y, X) under mirror boundary conditions."""
+def bspline_coefficients(data: torch.Tensor, order: int = 3, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """B-spline coefficients of channel-first data (C, [Z,] Y, X) under mirror boundary conditions,
+    computed in ``dtype`` (float64: exact to 1e-16; float32: to 1e-7 with a shorter filter)."""
     if order < 2:
         return data
-    taps = torch.as_tensor(_prefilter_taps(order), dtype=torch.float64, device=data.device)
+    tolerance = 1e-16 if dtype == torch.float64 else 1e-8
+    taps = torch.as_tensor(_prefilter_taps(order, tolerance), dtype=dtype, device=data.device)
     half = (taps.numel() - 1) // 2
-    coef = data.to(torch.float64)
+    coef = data.to(dtype)
     for axis in range(1, coef.dim()):
         moved = coef.movedim(axis, -1)
         shape = moved.shape
@@ -126,7 +129,7 @@ class Interpolator:
         self.device = torch.device(device) if device is not None else image.data.device
         self.dtype = dtype
         data = image.data.to(self.device)
-        coef = bspline_coefficients(data, order) if order >= 2 else data
+        coef = bspline_coefficients(data, order, dtype) if order >= 2 else data
         self.channels = data.shape[0]
         self._coef = coef.to(dtype).reshape(self.channels, -1)
         self._strides = [int(v) for v in np.cumprod((1,) + self.grid.size[:-1])]  # x fastest in memory

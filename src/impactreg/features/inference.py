@@ -115,7 +115,7 @@ def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_si
     if len(voxel_size) == 2 and image.dim == 3:
         voxel_size = voxel_size + (float(image.grid.spacing[2]),)
     grid = voxel_grid(image.grid, voxel_size)
-    resampled = resample_to_grid(image.to(device), grid, order=3)
+    resampled = resample_to_grid(image.to(device), grid, order=3, dtype=torch.float32)
     direction = torch.tensor(np.round(image.grid.direction), dtype=torch.int64)
     layers = [i for i, c in enumerate(layers_mask) if c == "1"]
     data = resampled.data.to(device)
