@@ -10,7 +10,7 @@ chained with the moving-image gradient and dT/dmu at every patch point.
 
 Static mode: each level, both images are resampled to VoxelSize and the model runs once (tiled
 when PatchSize is not 0); the selected layers become multi-channel images sampled at x and T(x)
-every iteration (cubic B-spline interpolation). With FeaturesMapUpdateInterval N > 0 the moving
+every iteration, with the registration's interpolator (BSplineInterpolationOrder: 1 linear, 3 cubic). With FeaturesMapUpdateInterval N > 0 the moving
 maps are recomputed every N iterations from the moving image warped by the current transform T_r
 into fixed space, and then sampled at x + J_r(x)^-1 (T(x) - T_r(x)), so T is not applied twice.
 """
@@ -183,7 +183,7 @@ class ImpactMetric:
             projections = [_pca(m, self.config.pca[k]) for m in maps]
             self.projections.append(projections)
             maps = [_project(m, pr) for m, pr in zip(maps, projections)]
-            self.fixed_maps.append([Interpolator(m, order=3, device=self.device) for m in maps])
+            self.fixed_maps.append([Interpolator(m, order=self.order, device=self.device) for m in maps])
             if out_dir is not None:
                 _write_maps(out_dir, "Fixed", self.level, k, s, resampled, maps)
         self._compute_moving_maps(None, out_dir)
@@ -198,7 +198,7 @@ class ImpactMetric:
         for k, (s, model) in enumerate(zip(self.config.moving, self.moving_models)):
             resampled, maps = feature_maps(model, anti_alias(source, s.voxel_size), s.voxel_size, s.patch_size, s.layers_mask, stats, self.model_device)
             maps = [_project(m, pr) for m, pr in zip(maps, self.projections[k])]
-            self.moving_maps.append([Interpolator(m, order=3, device=self.device) for m in maps])
+            self.moving_maps.append([Interpolator(m, order=self.order, device=self.device) for m in maps])
             if out_dir is not None:
                 _write_maps(out_dir, "Moving", self.level, k, s, resampled, maps)
         self.reference = transform
