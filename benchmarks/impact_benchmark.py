@@ -73,7 +73,7 @@ def main() -> int:
               f"{args.samples} samples, IMPACT voxel sizes {', '.join(VOXELS)} mm) in impactreg; the same two stages "
               f"with Mattes MI in elastix. One run.\n\nMachine: {machine()}\n\n{table(rows, 'elastix (itk-elastix)')}\n")
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"impact-{args.iterations}it.md").write_text(report)
+    (RESULTS / f"impact-{args.iterations}it-{'-'.join(args.configs)}.md").write_text(report)
     print(report)
     return 0
 
