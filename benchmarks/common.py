@@ -1,8 +1,10 @@
 """Running impactreg and elastix (itk-elastix) side by side on a case, and reporting."""
 from __future__ import annotations
 
+import atexit
 import os
 import platform
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -87,4 +89,7 @@ def table(rows: list[dict], reference: str) -> str:
 
 
 def workdir() -> Path:
-    return Path(tempfile.mkdtemp(prefix="impactreg-bench-"))
+    """A scratch folder for one case, removed when the benchmark process exits."""
+    path = Path(tempfile.mkdtemp(prefix="impactreg-bench-"))
+    atexit.register(shutil.rmtree, path, True)
+    return path

@@ -265,8 +265,11 @@ class LevelProblem:
         if name == "TransformBendingEnergyPenalty":
             return BendingEnergyPenalty()
         if name == "Impact":
-            return ImpactMetric(pm, level, fixed, moving, self.moving_mask, self.interpolation_order, self.generator,
-                                self.device, self.base)
+            try:
+                return ImpactMetric(pm, level, fixed, moving, self.moving_mask, self.interpolation_order, self.generator,
+                                    self.device, self.base)
+            except ParameterError as exc:
+                raise ParameterError(f"{pm.source}: {exc}" if pm.source and pm.source not in str(exc) else str(exc)) from None
         if name == "AdvancedMeanSquares":
             norm = 1.0
             if pm.get("UseNormalization", level):
