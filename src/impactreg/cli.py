@@ -169,6 +169,13 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"impactreg {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # permissions, full disk, a folder where a file was expected
+        if getattr(args, "debug", False):
+            raise
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"impactreg {args.command}: error:{where} {exc.strerror or exc}; check the path and its permissions",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("impactreg: interrupted", file=sys.stderr)
         return 130
