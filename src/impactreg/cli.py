@@ -40,8 +40,9 @@ def _build_parser() -> argparse.ArgumentParser:
                                          "TransformParameters.<i>.txt, result.<i>.<ext> and impactreg.log to -out.")
     rg.add_argument("-f", dest="fixed", required=True, metavar="FIXED", help="fixed image")
     rg.add_argument("-m", dest="moving", required=True, metavar="MOVING", help="moving image")
-    rg.add_argument("-p", dest="maps", action="append", required=True, metavar="MAP",
+    rg.add_argument("-p", dest="maps", action="append", metavar="MAP",
                     help="elastix parameter map (.txt or .toml); repeat for stages run in sequence")
+    rg.add_argument("--preset", metavar="NAME", help="a shipped preset instead of -p (`impactreg presets`)")
     rg.add_argument("-out", dest="out", required=True, metavar="DIR", help="output folder")
     rg.add_argument("-fMask", dest="fixed_mask", metavar="MASK", help="fixed-image mask")
     rg.add_argument("-mMask", dest="moving_mask", metavar="MASK", help="moving-image mask")
@@ -61,6 +62,12 @@ def _build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--dimension", type=int, default=3, choices=(2, 3))
     for p in (mo, ex):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
+
+    pr = commands.add_parser("presets", help="the shipped parameter-map presets",
+                             description="List the presets, or print one's parameter maps.")
+    pr.add_argument("action", nargs="?", choices=("show",), help="show NAME: print its maps")
+    pr.add_argument("name", nargs="?")
+    pr.add_argument("--debug", action="store_true", help="show tracebacks")
 
     pa = commands.add_parser("parameters", help="list every parameter-map key impactreg knows",
                              description="Every parameter-map key: type, default, allowed values and meaning.")
@@ -93,7 +100,12 @@ def _run_register(args) -> int:
     if not args.quiet and sys.stderr.isatty():
         from tqdm import tqdm
         progress = lambda **kw: tqdm(leave=False, **kw)  # noqa: E731
-    result = register(args.fixed, args.moving, args.maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
+    from .presets import preset_maps
+
+    if bool(args.maps) == bool(args.preset):
+        raise ImpactRegError("give parameter maps with -p MAP (repeatable) or a --preset NAME, not both or neither")
+    maps = args.maps or preset_maps(args.preset)
+    result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                       initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
                       threads=args.threads, progress=progress)
     if not args.quiet:
@@ -104,6 +116,22 @@ def _run_register(args) -> int:
         print(f"registered in {result.seconds:.1f} s; outputs in {args.out}")
         for name, path in result.outputs.items():
             print(f"  {path}")
+    return 0
+
+
+def _run_presets(args) -> int:
+    from .presets import DEFAULT, PRESETS, preset_texts
+
+    if args.action == "show":
+        if not args.name:
+            raise ImpactRegError("presets show NAME: name a preset")
+        for i, text in enumerate(preset_texts(args.name)):
+            print(f"// ---- stage {i} (-p map {i}) ----")
+            print(text)
+        return 0
+    for name, (doc, files) in PRESETS.items():
+        default = " (default)" if name == DEFAULT else ""
+        print(f"{name:<15} {len(files)} stage(s){default}: {doc}")
     return 0
 
 
@@ -161,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(console)
     log.propagate = False
     handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
-                "models": _run_models}
+                "models": _run_models, "presets": _run_presets}
     try:
         return handlers[args.command](args)
     except ImpactRegError as exc:

@@ -2,7 +2,7 @@
 
 The MNI152 2009a T1 template ships inside the nilearn wheel. The demo makes a T2-like image from
 its tissue maps, deforms it with a known smooth random transform, registers the T1 (fixed) to
-the T2 (moving) with impactreg's default parameter maps, and reports the landmark TRE and the
+the T2 (moving) with impactreg's default preset (affine MI, then B-spline with IMPACT MIND), and reports the landmark TRE and the
 grey/white-matter Dice before -> after, the wall time and where the outputs are.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from .errors import ImpactRegError, InputError
 from .evaluation import dice, mean_dice
 from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
 from .image import Image, read_image, write_image
+from .presets import DEFAULT, PRESETS, preset_maps
 from .registration import register
 from .synthetic import labels_from_tissue, random_deformation, t2_like, target_registration_error, warp_by_inverse
 from .transformix import resample
@@ -29,17 +30,6 @@ from .transforms import TranslationTransform
 MNI = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
        "gm": "mni_icbm152_gm_tal_nlin_sym_09a_converted.nii.gz",
        "wm": "mni_icbm152_wm_tal_nlin_sym_09a_converted.nii.gz"}
-
-# The default registration: affine then B-spline, Mattes mutual information.
-DEFAULT_MAPS = [
-    {"Transform": "AffineTransform", "Metric": "AdvancedMattesMutualInformation", "NumberOfResolutions": 3,
-     "MaximumNumberOfIterations": 200, "NumberOfSpatialSamples": 2000, "NewSamplesEveryIteration": "true",
-     "AutomaticTransformInitialization": "true", "AutomaticScalesEstimation": "true", "WriteResultImage": "false"},
-    {"Transform": "BSplineTransform", "Metric": "AdvancedMattesMutualInformation", "NumberOfResolutions": 3,
-     "FinalGridSpacingInPhysicalUnits": 15, "MaximumNumberOfIterations": 300, "NumberOfSpatialSamples": 2000,
-     "NewSamplesEveryIteration": "true", "ResultImageFormat": "nii.gz"},
-]
-
 
 def mni_folder() -> Path:
     """Where the MNI152 files are: inside the installed nilearn package, else $IMPACTREG_DATA/mni152."""
@@ -91,7 +81,7 @@ def main(argv=None) -> int:
                  "moving labels": write_image(moving_labels, out / "moving_labels.nii.gz")}
         print(f"  images {fixed.grid.size} at {args.spacing:g} mm, built in {time.perf_counter() - start:.1f} s")
         t0 = time.perf_counter()
-        result = register(fixed, moving, DEFAULT_MAPS, out_dir=out / "registration", seed=0)
+        result = register(fixed, moving, preset_maps(DEFAULT), out_dir=out / "registration", seed=0)
         seconds = time.perf_counter() - t0
         identity = TranslationTransform(fixed.dim)
         tre_before = target_registration_error(identity, truth, landmarks)
@@ -103,7 +93,7 @@ def main(argv=None) -> int:
     except ImpactRegError as exc:
         print(f"impactreg demo: error: {exc}", file=sys.stderr)
         return exc.exit_code
-    print(f"  registration (affine + B-spline, Mattes MI) took {seconds:.1f} s")
+    print(f"  registration with the default preset {DEFAULT!r} ({PRESETS[DEFAULT][0]}) took {seconds:.1f} s")
     print(f"  TRE on 300 landmarks: mean {tre_before.mean():.2f} mm -> {tre_after.mean():.2f} mm "
           f"(90th percentile {np.percentile(tre_before, 90):.2f} -> {np.percentile(tre_after, 90):.2f} mm)")
     print(f"  Dice grey matter {dice_before[1]:.3f} -> {dice_after[1]:.3f}, white matter {dice_before[2]:.3f} -> "
