@@ -63,6 +63,22 @@ def _build_parser() -> argparse.ArgumentParser:
     for p in (mo, ex):
         p.add_argument("--debug", action="store_true", help="show tracebacks")
 
+    ev = commands.add_parser("evaluate", help="TRE, Dice, HD95, Jacobian statistics and MAE of a transform",
+                             description="Measure a registration: TRE from corresponding point files, Dice and HD95 of "
+                                         "label maps (moving labels warped with nearest neighbour), Jacobian determinant "
+                                         "statistics, and MAE of the images (inside --mask).")
+    ev.add_argument("-tp", dest="tp", required=True, metavar="FILE", help="TransformParameters.N.txt (fixed -> moving)")
+    ev.add_argument("--fixed-points", metavar="FILE", help="elastix point/index file, .csv or .fcsv in the fixed image")
+    ev.add_argument("--moving-points", metavar="FILE", help="the corresponding points in the moving image")
+    ev.add_argument("--fixed-labels", metavar="IMAGE")
+    ev.add_argument("--moving-labels", metavar="IMAGE")
+    ev.add_argument("--fixed", metavar="IMAGE", help="fixed image (MAE)")
+    ev.add_argument("--moving", metavar="IMAGE", help="moving image (MAE; indexes moving index points)")
+    ev.add_argument("--mask", metavar="IMAGE", help="restrict Jacobian statistics and MAE to this mask")
+    ev.add_argument("-out", dest="out", metavar="DIR", help="write evaluation.json here")
+    ev.add_argument("--debug", action="store_true", help="show tracebacks")
+    ev.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
     pr = commands.add_parser("presets", help="the shipped parameter-map presets",
                              description="List the presets, or print one's parameter maps.")
     pr.add_argument("action", nargs="?", choices=("show",), help="show NAME: print its maps")
@@ -116,6 +132,21 @@ def _run_register(args) -> int:
         print(f"registered in {result.seconds:.1f} s; outputs in {args.out}")
         for name, path in result.outputs.items():
             print(f"  {path}")
+    return 0
+
+
+def _run_evaluate(args) -> int:
+    from pathlib import Path
+
+    from .evaluation import evaluate, format_summary
+
+    out_json = Path(args.out) / "evaluation.json" if args.out else None
+    summary = evaluate(args.tp, args.fixed_points, args.moving_points, args.fixed_labels, args.moving_labels,
+                       args.fixed, args.moving, args.mask, out_json)
+    if not args.quiet:
+        print(format_summary(summary))
+        if out_json:
+            print(f"wrote {out_json}")
     return 0
 
 
@@ -189,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(console)
     log.propagate = False
     handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
-                "models": _run_models, "presets": _run_presets}
+                "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate}
     try:
         return handlers[args.command](args)
     except ImpactRegError as exc:
