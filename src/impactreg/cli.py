@@ -49,6 +49,7 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("-t0", dest="initial", metavar="FILE", help="initial TransformParameters file")
     rg.add_argument("-threads", dest="threads", type=int, metavar="N", help="CPU threads")
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
+    rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
     _add_common(rg)
 
     mo = commands.add_parser("models", help="known feature models and the local model cache",
@@ -78,6 +79,15 @@ def _build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-out", dest="out", metavar="DIR", help="write evaluation.json here")
     ev.add_argument("--debug", action="store_true", help="show tracebacks")
     ev.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
+
+    qc = commands.add_parser("qc", help="QC montage and HTML report for an existing registration",
+                             description="Write qc.png (three orthogonal views: fixed, moving before/after, checkerboard, "
+                                         "edge overlay, Jacobian determinant) and qc.html for a TransformParameters file.")
+    qc.add_argument("-tp", dest="tp", required=True, metavar="FILE")
+    qc.add_argument("-f", dest="fixed", required=True, metavar="FIXED")
+    qc.add_argument("-m", dest="moving", required=True, metavar="MOVING")
+    qc.add_argument("-out", dest="out", required=True, metavar="DIR")
+    qc.add_argument("--debug", action="store_true", help="show tracebacks")
 
     pr = commands.add_parser("presets", help="the shipped parameter-map presets",
                              description="List the presets, or print one's parameter maps.")
@@ -124,6 +134,15 @@ def _run_register(args) -> int:
     result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                       initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
                       threads=args.threads, progress=progress)
+    if args.qc:
+        from .image import read_image
+        from .qc import write_qc
+
+        fixed, moving = read_image(args.fixed), read_image(args.moving)
+        numbers = {f"stage {st.index} final metric": st.levels[-1].values[-1] for st in result.stages if st.levels[-1].values}
+        numbers["registration time (s)"] = result.seconds
+        for path in write_qc(fixed.channel(0), moving.channel(0), result.transform, args.out, numbers):
+            result.outputs[path.name] = path
     if not args.quiet:
         for stage in result.stages:
             levels = ", ".join(f"R{lv.level} {lv.iterations} it {lv.seconds:.1f} s" for lv in stage.levels)
@@ -147,6 +166,20 @@ def _run_evaluate(args) -> int:
         print(format_summary(summary))
         if out_json:
             print(f"wrote {out_json}")
+    return 0
+
+
+def _run_qc(args) -> int:
+    from .image import read_image
+    from .qc import write_qc
+    from .transforms.elastix_files import read_transform_file
+
+    tf = read_transform_file(args.tp)
+    fixed, moving = read_image(args.fixed), read_image(args.moving)
+    if fixed.dim != tf.transform.dim or moving.dim != tf.transform.dim:
+        raise ImpactRegError(f"{args.tp} is {tf.transform.dim}D but the images are {fixed.dim}D and {moving.dim}D")
+    for path in write_qc(fixed.channel(0), moving.channel(0), tf.transform, args.out):
+        print(f"wrote {path}")
     return 0
 
 
@@ -220,7 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     log.addHandler(console)
     log.propagate = False
     handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
-                "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate}
+                "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate,
+                "qc": _run_qc}
     try:
         return handlers[args.command](args)
     except ImpactRegError as exc:

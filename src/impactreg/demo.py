@@ -18,10 +18,11 @@ import numpy as np
 import torch
 
 from .errors import ImpactRegError, InputError
-from .evaluation import dice, mean_dice
+from .evaluation import dice, jacobian_statistics, mean_dice
 from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
 from .image import Image, read_image, write_image
 from .presets import DEFAULT, PRESETS, preset_maps
+from .qc import write_qc
 from .registration import register
 from .synthetic import labels_from_tissue, random_deformation, t2_like, target_registration_error, warp_by_inverse
 from .transformix import resample
@@ -90,6 +91,12 @@ def main(argv=None) -> int:
         warped_labels = resample(moving_labels, result.transform, fixed.grid, order=0)
         dice_after = dice(labels, warped_labels)
         paths["warped labels"] = write_image(warped_labels, out / "warped_labels.nii.gz")
+        folding = jacobian_statistics(result.transform, fixed.grid, labels.data[0] > 0)
+        qc_png, qc_html = write_qc(fixed, moving, result.transform, out, {
+            "TRE before (mm)": float(tre_before.mean()), "TRE after (mm)": float(tre_after.mean()),
+            "mean Dice before": mean_dice(dice_before), "mean Dice after": mean_dice(dice_after),
+            "registration time (s)": seconds})
+        paths["QC picture"], paths["QC report"] = qc_png, qc_html
     except ImpactRegError as exc:
         print(f"impactreg demo: error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -98,6 +105,8 @@ def main(argv=None) -> int:
           f"(90th percentile {np.percentile(tre_before, 90):.2f} -> {np.percentile(tre_after, 90):.2f} mm)")
     print(f"  Dice grey matter {dice_before[1]:.3f} -> {dice_after[1]:.3f}, white matter {dice_before[2]:.3f} -> "
           f"{dice_after[2]:.3f}, mean {mean_dice(dice_before):.3f} -> {mean_dice(dice_after):.3f}")
+    print(f"  Jacobian determinant in the brain: min {folding['jacobian_min']:.3f}, folded voxels "
+          f"{100 * folding['folded_fraction']:.3f} %")
     print("  outputs:")
     for name, path in {**paths, **result.outputs}.items():
         print(f"    {name}: {path}")
