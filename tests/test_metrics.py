@@ -36,3 +36,35 @@ def test_mutual_information_prefers_the_aligned_pair():
     assert float(mi(f, m)) < float(mi(f, shuffled)) - 0.5
     joint = mi.histogram.joint(f, m)[0]
     assert abs(float(joint.sum()) - 1.0) < 1e-9
+
+
+def test_bending_energy_value_and_gradient():
+    from impactreg.geometry import Grid
+    from impactreg.metrics.penalties import BendingEnergyPenalty
+    from impactreg.transforms import AffineTransform, BSplineTransform, CombinationTransform
+
+    grid = Grid((20, 16), (1.0, 1.5), (0.0, 0.0), np.eye(2))
+    spline = BSplineTransform.over_image(grid, 6.0)
+    points = grid.index_to_world(torch.rand(200, 2, dtype=torch.float64, generator=torch.Generator().manual_seed(0)) * 15)
+    penalty = BendingEnergyPenalty()
+    zero = torch.zeros(spline.number_of_parameters, dtype=torch.float64)
+    assert float(penalty(spline, points, zero)) == 0.0  # no curvature without displacement
+    # the value is the mean squared norm of the spatial Hessian: compare with second derivatives of map()
+    mu0 = torch.randn(spline.number_of_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    bent = spline.with_parameters(mu0)
+    expected = 0.0
+    for p in points[:20]:
+        for k in range(2):
+            h = torch.autograd.functional.hessian(lambda x: bent.map(x[None])[0, k], p)
+            expected += float((h ** 2).sum())
+    assert float(penalty(bent, points[:20], mu0)) == pytest.approx(expected / 20, rel=1e-8)
+    # gradient against finite differences, also through a composed affine
+    composed = CombinationTransform(AffineTransform(2, [1.1, 0.1, 0.0, 0.9, 1.0, 2.0], [10.0, 12.0]), spline)
+    mu = (torch.randn(spline.number_of_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(1)) * 0.5)
+    mu.requires_grad_(True)
+    penalty(composed, points, mu).backward()
+    for i in (3, 40, 90):
+        e = torch.zeros_like(mu)
+        e[i] = 1e-5
+        fd = (penalty(composed, points, mu.detach() + e) - penalty(composed, points, mu.detach() - e)) / 2e-5
+        assert float(fd) == pytest.approx(float(mu.grad[i]), rel=1e-4, abs=1e-10)
