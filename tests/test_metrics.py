@@ -68,3 +68,22 @@ def test_bending_energy_value_and_gradient():
         e[i] = 1e-5
         fd = (penalty(composed, points, mu.detach() + e) - penalty(composed, points, mu.detach() - e)) / 2e-5
         assert float(fd) == pytest.approx(float(mu.grad[i]), rel=1e-4, abs=1e-10)
+
+
+def test_bending_energy_closed_form_gradient_equals_autograd():
+    from impactreg.geometry import Grid
+    from impactreg.metrics.penalties import BendingEnergyPenalty, bending_energy_value_and_gradient
+    from impactreg.transforms import AffineTransform, BSplineTransform, CombinationTransform
+
+    grid = Grid((14, 12, 10), (1.0, 1.5, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    spline = BSplineTransform.over_image(grid, 7.0)
+    mu = torch.randn(spline.number_of_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    points = grid.index_to_world(torch.rand(150, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(4)) * 12)
+    affine = AffineTransform(3, np.concatenate([(np.eye(3) * 1.05).ravel(), [0.5, -0.5, 1.0]]), [7.0, 9.0, 10.0])
+    for transform in (spline.with_parameters(mu), CombinationTransform(affine, spline.with_parameters(mu))):
+        m = mu.clone().requires_grad_(True)
+        expected = BendingEnergyPenalty()(transform, points, m)
+        expected.backward()
+        value, grad = bending_energy_value_and_gradient(transform, points)
+        assert value == pytest.approx(float(expected.detach()), rel=1e-10)
+        np.testing.assert_allclose(grad.numpy(), m.grad.numpy(), rtol=1e-8, atol=1e-12)

@@ -30,7 +30,7 @@ from .interpolation import Interpolator, bspline_coefficients
 from .metrics.intensity import (MattesMutualInformation, MeanSquares, NormalizedCorrelation,
                                 NormalizedMutualInformation, ParzenHistogram)
 from .metrics.impact import ImpactMetric
-from .metrics.penalties import BendingEnergyPenalty
+from .metrics.penalties import BendingEnergyPenalty, bending_energy_value_and_gradient
 from .optimizers import (Adam, AdaptiveStochasticGradientDescent, ASGDSettings, RegularStepGradientDescent,
                          StandardGradientDescent, estimate_displacement_distribution, estimate_original,
                          jacobian_terms)
@@ -324,12 +324,8 @@ class LevelProblem:
             dv_dm = torch.zeros_like(m)
         for weight, metric in zip(self.weights, self.metrics):
             if isinstance(metric, BendingEnergyPenalty):
-                mu = params.to(self.device).requires_grad_(True)
-                v = metric(transform, points.to(torch.float64), mu)
-                if weight != 0.0 and v.requires_grad:
-                    g, = torch.autograd.grad(v, mu)
-                    grad = grad + weight * g
-                v = float(v.detach())
+                v, g = bending_energy_value_and_gradient(transform, points)
+                grad = grad + weight * g.to(torch.float64)
             elif isinstance(metric, ImpactMetric):
                 v, g, impact_valid = metric.value_and_gradient(transform, points)
                 self._check_count(impact_valid, points.shape[0], check)

@@ -29,3 +29,34 @@ class BendingEnergyPenalty:
         if pullback is not None:
             hess = torch.einsum("nkab,nai,nbj->nkij", hess, pullback, pullback)
         return (hess ** 2).sum(dim=(1, 2, 3)).mean()
+
+
+def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor):
+    """The penalty's value and its gradient w.r.t. the (current) B-spline coefficients in closed
+    form. With A = du/dx (times the initial transform's Jacobian when composed), the world Hessian
+    is H = A^T H_u A and H_u is linear in the coefficients, so the gradient is the index-space
+    weights contracted with A (2 H / N) A^T."""
+    current, at, pullback = transform, points, None
+    if isinstance(transform, CombinationTransform):
+        current = transform.current
+        if transform.how == "Compose":
+            at = transform.initial.map(points)
+            pullback = transform.initial.spatial_jacobian(points)
+    grad = torch.zeros(current.number_of_parameters, dtype=points.dtype, device=points.device)
+    if not isinstance(current, BSplineTransform):
+        return 0.0, grad
+    flat, _, weights = current.hessian_weights(at)  # (N, K), (N, K, D, D) in index space
+    n, k = flat.shape
+    dim = current.dim
+    a = torch.tensor(current.grid.world_to_index_matrix, dtype=points.dtype, device=points.device).expand(n, dim, dim)
+    if pullback is not None:
+        a = a @ pullback.to(points.dtype)
+    coef = current.parameters.to(points.dtype).reshape(dim, -1).index_select(1, flat.reshape(-1)).reshape(dim, n, k)
+    hess_u = torch.einsum("dnk,nkef->ndef", coef, weights)
+    hess = a.transpose(1, 2)[:, None] @ hess_u @ a[:, None]  # (N, D, D, D): A^T H_u A per output axis
+    value = float((hess ** 2).sum()) / n
+    d_hess_u = a[:, None] @ (hess * (2.0 / n)) @ a.transpose(1, 2)[:, None]
+    per_tap = torch.einsum("ndef,nkef->dnk", d_hess_u, weights)
+    grad = grad.reshape(dim, -1)
+    grad.index_add_(1, flat.reshape(-1), per_tap.reshape(dim, -1))
+    return value, grad.reshape(-1)
