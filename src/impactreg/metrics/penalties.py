@@ -6,6 +6,15 @@ import torch
 from ..transforms import BSplineTransform, CombinationTransform, Transform
 
 
+def _spline_and_pullback(transform: Transform, points: torch.Tensor):
+    """(the optimised transform, where it is evaluated, the initial transform's Jacobian or None)."""
+    if isinstance(transform, CombinationTransform) and transform.how == "Compose":
+        return transform.current, transform.initial.map(points), transform.initial.spatial_jacobian(points)
+    if isinstance(transform, CombinationTransform):
+        return transform.current, points, None
+    return transform, points, None
+
+
 class BendingEnergyPenalty:
     """Mean over samples of sum_{k,i,j} (d^2 T_k / dx_i dx_j)^2 (zero for linear transforms).
 
@@ -17,12 +26,7 @@ class BendingEnergyPenalty:
     elastix_name = "TransformBendingEnergyPenalty"
 
     def __call__(self, transform: Transform, points: torch.Tensor, parameters: torch.Tensor):
-        current, at, pullback = transform, points, None
-        if isinstance(transform, CombinationTransform):
-            current = transform.current
-            if transform.how == "Compose":
-                at = transform.initial.map(points)
-                pullback = transform.initial.spatial_jacobian(points)
+        current, at, pullback = _spline_and_pullback(transform, points)
         if not isinstance(current, BSplineTransform):
             return parameters.sum() * 0.0
         hess = current.spatial_hessian(at, parameters)  # (N, D, D, D)
@@ -36,12 +40,7 @@ def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor
     form. With A = du/dx (times the initial transform's Jacobian when composed), the world Hessian
     is H = A^T H_u A and H_u is linear in the coefficients, so the gradient is the index-space
     weights contracted with A (2 H / N) A^T."""
-    current, at, pullback = transform, points, None
-    if isinstance(transform, CombinationTransform):
-        current = transform.current
-        if transform.how == "Compose":
-            at = transform.initial.map(points)
-            pullback = transform.initial.spatial_jacobian(points)
+    current, at, pullback = _spline_and_pullback(transform, points)
     grad = torch.zeros(current.number_of_parameters, dtype=points.dtype, device=points.device)
     if not isinstance(current, BSplineTransform):
         return 0.0, grad

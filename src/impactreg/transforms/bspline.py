@@ -148,28 +148,11 @@ class BSplineTransform(Transform):
 
     def spatial_hessian(self, points, parameters=None):
         """d^2 T_d / dx_i dx_j at points (N, D) -> (N, D, D, D), differentiable in the parameters."""
-        u = self.grid.world_to_index(points.reshape(-1, self.dim))
-        start = torch.floor(u - (self.order - 1) / 2.0)
-        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
-        t = u[:, :, None] - (start[:, :, None] + taps)
-        kernels = [bspline_kernel(t, self.order), bspline_kernel_derivative(t, self.order),
-                   bspline_kernel_second_derivative(t, self.order)]
-        flat, _, _, _, valid = self._support(points)
-        coef = self._params(parameters, points).reshape(self.dim, -1).index_select(1, flat.reshape(-1)).reshape(self.dim, *flat.shape)
-        n = flat.shape[0]
-        hess_u = torch.zeros(n, self.dim, self.dim, self.dim, dtype=points.dtype, device=points.device)
-        for e in range(self.dim):
-            for f in range(e, self.dim):
-                orders = [int(a == e) + int(a == f) for a in range(self.dim)]
-                w = kernels[orders[0]][:, 0]
-                for a in range(1, self.dim):
-                    w = (w[:, :, None] * kernels[orders[a]][:, a][:, None, :]).reshape(n, -1)
-                value = (coef * w).sum(-1).T  # (N, D)
-                hess_u[:, :, e, f] = value
-                hess_u[:, :, f, e] = value
+        flat, _, weights = self.hessian_weights(points)
+        coef = self._params(parameters, points).reshape(self.dim, -1).index_select(1, flat.reshape(-1))
+        hess_u = torch.einsum("dnk,nkef->ndef", coef.reshape(self.dim, *flat.shape), weights)
         w2i = torch.tensor(self.grid.world_to_index_matrix, dtype=points.dtype, device=points.device)
-        hess = torch.einsum("ndef,ei,fj->ndij", hess_u, w2i, w2i)
-        return hess * valid[:, None, None, None].to(points.dtype)
+        return torch.einsum("ndef,ei,fj->ndij", hess_u, w2i, w2i)
 
     def parameter_gradient(self, points, d_points):
         flat, weight, _, _, valid = self._support(points)
