@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .geometry import Grid
 from .image import Image
 
@@ -72,9 +73,11 @@ def _prefilter_taps(order: int, tolerance: float = 1e-16) -> np.ndarray:
     kernel[k % n] = samples
     inverse = np.real(np.fft.ifft(1.0 / np.fft.fft(kernel)))
     taps = np.concatenate([inverse[-(n // 2):], inverse[: n // 2]])
-    keep = np.nonzero(np.abs(taps) > tolerance)[0]
-    half = max(n // 2 - keep[0], keep[-1] - n // 2)
-    return taps[n // 2 - half: n // 2 + half + 1]
+    # |taps| decays monotonically away from the centre down to the FFT's rounding noise (~1e-17):
+    # cut at the first tap below the tolerance rather than at the last one above it
+    centre = n // 2
+    half = next(k for k in range(1, centre) if abs(taps[centre + k]) < tolerance) - 1
+    return taps[centre - half: centre + half + 1]
 
 
 def _mirror_pad_1d(x: torch.Tensor, pad: int) -> torch.Tensor:
@@ -137,6 +140,7 @@ class Interpolator:
         self._taps = torch.arange(order + 1, device=self.device, dtype=dtype)
         self._w2i = torch.tensor(self.grid.world_to_index_matrix, dtype=dtype, device=self.device)
         self._origin = torch.tensor(np.array(self.grid.origin), dtype=dtype, device=self.device)
+        self._coef_block = None
 
     def continuous_index(self, points: torch.Tensor) -> torch.Tensor:
         if points.dtype != self.dtype:
@@ -152,6 +156,8 @@ class Interpolator:
     def __call__(self, points: torch.Tensor, gradient: bool = False) -> Samples:
         """Sample at points (..., D). Values (..., C); gradients (..., C, D) in value per mm."""
         lead = points.shape[:-1]
+        if kernels.usable(points, self._coef):
+            return self._sample_compiled(points.reshape(-1, self.grid.dim), gradient, lead)
         u = self.continuous_index(points.reshape(-1, self.grid.dim))
         inside = self._inside_index(u)
         axes = [self._axis_taps(u[:, d], d, gradient) for d in range(self.grid.dim)]
@@ -161,6 +167,21 @@ class Interpolator:
             grads = torch.where(inside[:, None, None], grads @ self._w2i, torch.zeros_like(grads))
             grads = grads.reshape(*lead, self.channels, self.grid.dim)
         return Samples(values.reshape(*lead, self.channels), grads, inside.reshape(lead))
+
+    def _sample_compiled(self, points: torch.Tensor, gradient: bool, lead) -> Samples:
+        if self._coef_block is None:
+            block = self._coef.reshape(self.channels, *reversed(self.grid.size)).numpy()
+            self._coef_block = block.reshape(self.channels, *([1] * (3 - self.grid.dim)), *block.shape[1:])
+            self._w2i64 = np.ascontiguousarray(self.grid.world_to_index_matrix, dtype=np.float64)
+            self._origin64 = np.asarray(self.grid.origin, dtype=np.float64)
+        n, dim = points.shape
+        values = torch.empty((n, self.channels), dtype=self.dtype)
+        grads = torch.empty((n, self.channels, dim) if gradient else (1, 1, 1), dtype=self.dtype)
+        inside = torch.empty(n, dtype=torch.bool)
+        kernels.sample_image(self._coef_block, self.order, self._w2i64, self._origin64, points.contiguous().numpy(),
+                             gradient, self.default, values.numpy(), grads.numpy(), inside.numpy())
+        return Samples(values.reshape(*lead, self.channels),
+                       grads.reshape(*lead, self.channels, dim) if gradient else None, inside.reshape(lead))
 
     def _axis_taps(self, u: torch.Tensor, axis: int, gradient: bool):
         """Flat-index offsets (K, N), weights (K, N) and d weights / du (K, N) along one axis."""

@@ -7,12 +7,12 @@ and the scaled gradient of iteration k and returns the new scaled parameters.
 from __future__ import annotations
 
 import math
-import warnings
 from dataclasses import dataclass
 from typing import Callable
 
 import torch
 
+from . import kernels
 from .transforms.base import SparseJacobian
 
 ZETA = 0.1  # elastix's SigmoidScaleFactor
@@ -139,13 +139,10 @@ def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
         n, dim = jacobian.weights.shape[0], jacobian.dim
         ncoef = jacobian.num_coefficients
         w = jacobian.weights.double()
-        rows = torch.arange(n)[:, None].expand_as(jacobian.indices)
         inv = 1.0 / scales.double()[:ncoef][jacobian.indices]  # B-spline scales are equal across axes
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # torch's beta-status notes on sparse tensors
-            ws = torch.sparse_coo_tensor(torch.stack([rows.reshape(-1), jacobian.indices.reshape(-1)]),
-                                         (w * inv).reshape(-1), (n, ncoef), check_invariants=False).coalesce()
-            gram = torch.sparse.mm(ws, ws.t()).to_dense()
+        gram = torch.zeros(n, n, dtype=torch.float64)
+        kernels.sparse_gram(jacobian.indices.cpu().contiguous().numpy(), (w * inv).cpu().contiguous().numpy(), ncoef,
+                            gram.numpy())
         diag = gram.diagonal()
         jcj = (gram ** 2).sum(1) / n  # J_j C J_j^T = jcj_j I_D
         return JacobianTerms(trace_c=dim * float(diag.sum()) / n, trace_cc=dim * float((gram ** 2).sum()) / n ** 2,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import kernels
 from ..interpolation import bspline_kernel, bspline_kernel_derivative
 
 
@@ -86,6 +87,14 @@ class _Binning:
 
     def taps(self, v, derivative: bool = False):
         """First bin (N,), Parzen weights (N, order+1) and, if asked, d weights / d v."""
+        if kernels.usable(v):
+            n, k = v.shape[0], self.order + 1
+            start, w = torch.empty(n, dtype=torch.long), torch.empty((n, k), dtype=torch.float64)
+            dw = torch.empty((n, k) if derivative else (1, 1), dtype=torch.float64)
+            kernels.parzen_taps(v.contiguous().numpy(), self.order, self.bins, self.true_min, self.true_max, self.min,
+                                self.max, self.binsize, self.nmin, self.soft, derivative, start.numpy(), w.numpy(),
+                                dw.numpy())
+            return start, w, (dw if derivative else None)
         limited, slope = self.limit(v)
         term = limited / self.binsize - self.nmin
         start = torch.floor(term + 0.5 - self.order / 2.0)
@@ -118,6 +127,10 @@ class ParzenHistogram:
     def joint(self, f, m, derivative: bool = False):
         fstart, fw, _ = self.fixed.taps(f)
         mstart, mw, mdw = self.moving.taps(m, derivative)
+        if kernels.usable(f, m):
+            p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=torch.float64)
+            kernels.parzen_joint(fstart.numpy(), fw.numpy(), mstart.numpy(), mw.numpy(), self.moving.bins, p.numpy())
+            return p.reshape(self.fixed.bins, self.moving.bins).to(f.dtype), (fstart, fw, mstart, mdw)
         flat = self._flat(fstart, mstart)
         outer = fw[:, :, None] * mw[:, None, :]
         p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=f.dtype, device=f.device)
@@ -127,6 +140,12 @@ class ParzenHistogram:
 
     def contract(self, dvalue_dp: torch.Tensor, parts, n: int) -> torch.Tensor:
         """d value / d m_s = (1/N) sum_ij dvalue/dp_ij w_f(i, s) w_m'(j, s)."""
+        if len(parts) == 4:  # from the compiled joint()
+            fstart, fw, mstart, mdw = parts
+            out = torch.empty(n, dtype=torch.float64)
+            kernels.parzen_contract(dvalue_dp.to(torch.float64).contiguous().numpy(), fstart.numpy(), fw.numpy(),
+                                    mstart.numpy(), mdw.numpy(), out.numpy())
+            return out.to(dvalue_dp.dtype)
         flat, fw, mdw = parts
         k = dvalue_dp.reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)  # (N, Kf, Km)
         return (k * fw[:, :, None] * mdw[:, None, :]).sum(dim=(1, 2)) / n

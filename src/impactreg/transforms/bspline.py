@@ -12,6 +12,7 @@ import math
 import numpy as np
 import torch
 
+from .. import kernels
 from ..geometry import Grid
 from ..interpolation import bspline_kernel, bspline_kernel_derivative, bspline_kernel_second_derivative
 from .base import SparseJacobian, Transform
@@ -94,8 +95,28 @@ class BSplineTransform(Transform):
         self._support_cache = (points, points._version, result)
         return result
 
+    def _compiled(self, points, params, d_points=None):
+        """T(points) (N, D), or with ``d_points`` the parameter gradient (P,), by the compiled kernel."""
+        g = self.grid
+        if getattr(self, "_kernel_grid", None) is None:
+            self._kernel_grid = (np.asarray(g.size, dtype=np.int64), np.ascontiguousarray(g.world_to_index_matrix),
+                                 np.asarray(g.origin, dtype=np.float64))
+        sizes, w2i, origin = self._kernel_grid
+        pts = points.reshape(-1, self.dim).contiguous()
+        if d_points is None:
+            out = torch.empty_like(pts)
+            kernels.bspline_map(params.detach().to(torch.float64).contiguous().numpy(), sizes, self.order, w2i, origin,
+                                pts.numpy(), out.numpy())
+            return out.reshape(points.shape)
+        out = torch.zeros(self.number_of_parameters, dtype=torch.float64)
+        kernels.bspline_scatter(out.numpy(), sizes, self.order, w2i, origin, pts.numpy(),
+                                d_points.reshape(-1, self.dim).to(pts.dtype).contiguous().numpy())
+        return out.to(d_points.dtype)
+
     def map(self, points, parameters=None):
         p = self._params(parameters, points)
+        if kernels.usable(points, p):
+            return self._compiled(points, p)
         flat, weight, _, _, valid = self._support(points)
         n, k = flat.shape
         coef = p.reshape(self.dim, -1).index_select(1, flat.reshape(-1)).reshape(self.dim, n, k)
@@ -155,6 +176,8 @@ class BSplineTransform(Transform):
         return torch.einsum("ndef,ei,fj->ndij", hess_u, w2i, w2i)
 
     def parameter_gradient(self, points, d_points):
+        if kernels.usable(points, d_points):
+            return self._compiled(points, None, d_points)
         flat, weight, _, _, valid = self._support(points)
         weight = weight * valid[:, None].to(weight.dtype)
         grad = torch.zeros(self.dim, self.num_coefficients, dtype=d_points.dtype, device=d_points.device)

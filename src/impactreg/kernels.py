@@ -1,0 +1,323 @@
+"""Fused CPU kernels (numba) for the per-iteration hot path.
+
+Three computations dominate an iteration on the CPU: sampling an image (value and gradient) at
+N points, the B-spline transform (mapping N points, scattering N point-gradients onto its
+coefficients) and the Parzen joint histogram of mutual information. The torch code in
+interpolation.py, transforms/bspline.py and metrics/intensity.py evaluates them as dozens of
+small tensor operations; here each is one compiled loop. They compute exactly the same thing
+(in float64 internally) and are used only for CPU tensors that need no autograd; the torch code
+stays the path for GPUs and for autograd (IMPACT's Jacobian mode, the PyTorch loss).
+``IMPACTREG_KERNELS=0`` turns them off. Compiled code is cached on disk by numba.
+"""
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import torch
+from numba import njit
+
+ENABLED = os.environ.get("IMPACTREG_KERNELS", "1") != "0"
+MAX_TAPS = 6
+
+
+def usable(*tensors: torch.Tensor) -> bool:
+    """True when the kernels may replace the torch code for these tensors."""
+    if not ENABLED:
+        return False
+    grad = torch.is_grad_enabled()
+    for t in tensors:
+        if t.device.type != "cpu" or (grad and t.requires_grad):
+            return False
+    return True
+
+
+@njit(cache=True, inline="always")
+def _kernel(t, order):
+    """Centred B-spline basis of ``order`` at t (same as interpolation.bspline_kernel)."""
+    a = abs(t)
+    if order == 0:
+        return 1.0 if -0.5 <= t < 0.5 else 0.0
+    if order == 1:
+        return 1.0 - a if a < 1.0 else 0.0
+    if order == 2:
+        if a < 0.5:
+            return 0.75 - a * a
+        return 0.5 * (1.5 - a) ** 2 if a < 1.5 else 0.0
+    if order == 3:
+        if a < 1.0:
+            return (4.0 - 6.0 * a * a + 3.0 * a * a * a) / 6.0
+        return (2.0 - a) ** 3 / 6.0 if a < 2.0 else 0.0
+    half = (order + 1) / 2.0
+    total = 0.0
+    binom = 1.0
+    for k in range(order + 2):
+        x = t + half - k
+        if x > 0:
+            total += (-1.0) ** k * binom * x ** order
+        binom = binom * (order + 1 - k) / (k + 1)
+    fact = 1.0
+    for k in range(2, order + 1):
+        fact *= k
+    return total / fact
+
+
+@njit(cache=True, inline="always")
+def _kernel_derivative(t, order):
+    if order == 3:
+        a = abs(t)
+        s = 1.0 if t > 0 else (-1.0 if t < 0 else 0.0)
+        if a < 1.0:
+            return s * (1.5 * a * a - 2.0 * a)
+        return s * (-0.5 * (2.0 - a) ** 2) if a < 2.0 else 0.0
+    return _kernel(t + 0.5, order - 1) - _kernel(t - 0.5, order - 1)
+
+
+@njit(cache=True, inline="always")
+def _mirror(k, n):
+    if n == 1:
+        return 0
+    period = 2 * n - 2
+    k = k % period
+    return period - k if k >= n else k
+
+
+@njit(cache=True)
+def sample_image(coef, order, w2i, origin, points, want_grad, default, values, grads, inside):
+    """Sample coefficients ``coef`` (C, Z, Y, X; Z = 1 for 2D) at world points (N, D).
+
+    Fills values (N, C), world-unit gradients (N, C, D) when ``want_grad``, inside (N,)."""
+    n_points, dim = points.shape
+    channels = coef.shape[0]
+    sizes = (coef.shape[3], coef.shape[2], coef.shape[1])
+    idx = np.zeros((3, MAX_TAPS), dtype=np.int64)
+    w = np.zeros((3, MAX_TAPS))
+    dw = np.zeros((3, MAX_TAPS))
+    ntaps = np.ones(3, dtype=np.int64)
+    u = np.zeros(3)
+    idx[2, 0] = 0
+    w[2, 0] = 1.0
+    dw[2, 0] = 0.0
+    for p in range(n_points):
+        ok = True
+        for e in range(dim):
+            acc = 0.0
+            for j in range(dim):
+                acc += w2i[e, j] * (points[p, j] - origin[j])
+            u[e] = acc
+            if not (acc >= -0.5 and acc < sizes[e] - 0.5):
+                ok = False
+        inside[p] = ok
+        if not ok:
+            for c in range(channels):
+                values[p, c] = default
+                if want_grad:
+                    for j in range(dim):
+                        grads[p, c, j] = 0.0
+            continue
+        for e in range(dim):  # indices, weights and d weights / du along each axis (ITK's conventions)
+            n = sizes[e]
+            if order == 0:
+                idx[e, 0] = min(max(int(math.floor(u[e] + 0.5)), 0), n - 1)
+                w[e, 0] = 1.0
+                dw[e, 0] = 0.0
+                ntaps[e] = 1
+            elif order == 1:
+                base = math.floor(u[e])
+                i0 = int(base)
+                idx[e, 0] = min(max(i0, 0), n - 1)
+                idx[e, 1] = min(max(i0 + 1, 0), n - 1)
+                w[e, 0] = 1.0 - (u[e] - base)
+                w[e, 1] = u[e] - base
+                dw[e, 0] = -1.0
+                dw[e, 1] = 1.0
+                ntaps[e] = 2
+            else:
+                start = math.floor(u[e] - (order - 1) / 2.0)
+                for k in range(order + 1):
+                    t = u[e] - (start + k)
+                    idx[e, k] = _mirror(int(start) + k, n)
+                    w[e, k] = _kernel(t, order)
+                    dw[e, k] = _kernel_derivative(t, order) if want_grad else 0.0
+                ntaps[e] = order + 1
+        for c in range(channels):
+            v = 0.0
+            gx = 0.0
+            gy = 0.0
+            gz = 0.0
+            for kz in range(ntaps[2]):
+                iz, wz, dwz = idx[2, kz], w[2, kz], dw[2, kz]
+                for ky in range(ntaps[1]):
+                    iy, wy, dwy = idx[1, ky], w[1, ky], dw[1, ky]
+                    rx = 0.0
+                    drx = 0.0
+                    for kx in range(ntaps[0]):
+                        val = coef[c, iz, iy, idx[0, kx]]
+                        rx += w[0, kx] * val
+                        drx += dw[0, kx] * val
+                    v += wz * wy * rx
+                    gx += wz * wy * drx
+                    gy += wz * dwy * rx
+                    gz += dwz * wy * rx
+            values[p, c] = v
+            if want_grad:
+                for j in range(dim):
+                    grads[p, c, j] = gx * w2i[0, j] + gy * w2i[1, j] + (gz * w2i[2, j] if dim == 3 else 0.0)
+
+
+@njit(cache=True)
+def _bspline_loop(params, sizes, order, w2i, origin, points, d_points, mapped, gradient):
+    """The B-spline transform on control grid ``sizes`` (x, y[, z]) with parameters (D * K,):
+    mapped (N, D) = T(points), or with ``gradient`` params += sum_n d_points[n, d] * weight_k(n)."""
+    n_points, dim = points.shape
+    ncoef = 1
+    for e in range(dim):
+        ncoef *= sizes[e]
+    w = np.zeros((3, MAX_TAPS))
+    taps_z = order + 1 if dim == 3 else 1
+    if dim == 2:
+        w[2, 0] = 1.0
+    sx = sizes[0]
+    sxy = sizes[0] * sizes[1]
+    for p in range(n_points):
+        first = 0  # flat index of the first support node; -1 when the support leaves the grid
+        stride = 1
+        for e in range(dim):
+            acc = 0.0
+            for j in range(dim):
+                acc += w2i[e, j] * (points[p, j] - origin[j])
+            start = math.floor(acc - (order - 1) / 2.0)
+            if start < 0 or start > sizes[e] - 1 - order:
+                first = -1
+                break
+            for k in range(order + 1):
+                w[e, k] = _kernel(acc - (start + k), order)
+            first += int(start) * stride
+            stride *= sizes[e]
+        if first < 0:
+            if not gradient:
+                for d in range(dim):
+                    mapped[p, d] = points[p, d]
+            continue
+        d0 = 0.0
+        d1 = 0.0
+        d2 = 0.0
+        if gradient:
+            g0 = d_points[p, 0]
+            g1 = d_points[p, 1]
+            g2 = d_points[p, 2] if dim == 3 else 0.0
+        for kz in range(taps_z):
+            for ky in range(order + 1):
+                wzy = w[2, kz] * w[1, ky]
+                row = first + kz * sxy + ky * sx
+                for kx in range(order + 1):
+                    weight = wzy * w[0, kx]
+                    flat = row + kx
+                    if gradient:
+                        params[flat] += g0 * weight
+                        params[ncoef + flat] += g1 * weight
+                        if dim == 3:
+                            params[2 * ncoef + flat] += g2 * weight
+                    else:
+                        d0 += params[flat] * weight
+                        d1 += params[ncoef + flat] * weight
+                        if dim == 3:
+                            d2 += params[2 * ncoef + flat] * weight
+        if not gradient:
+            mapped[p, 0] = points[p, 0] + d0
+            mapped[p, 1] = points[p, 1] + d1
+            if dim == 3:
+                mapped[p, 2] = points[p, 2] + d2
+
+
+def bspline_map(params, sizes, order, w2i, origin, points, mapped):
+    """mapped (N, D) = T(points) for the B-spline transform with parameters (D * K,)."""
+    _bspline_loop(params, sizes, order, w2i, origin, points, points, mapped, False)
+
+
+def bspline_scatter(gradient, sizes, order, w2i, origin, points, d_points):
+    """gradient (D * K,) += (dT/dmu)^T d_points, summed over the points."""
+    _bspline_loop(gradient, sizes, order, w2i, origin, points, d_points, points, True)
+
+
+@njit(cache=True)
+def parzen_taps(v, order, bins, true_min, true_max, vmin, vmax, binsize, nmin, soft, want_derivative, start, w, dw):
+    """elastix's Parzen binning of values v (N,): first bin, weights and d weights / d v
+    (same as metrics.intensity._Binning.taps)."""
+    hi_gap = true_max - vmax
+    lo_gap = true_min - vmin
+    hard = (not soft) or hi_gap == 0.0 or lo_gap == 0.0
+    for p in range(v.shape[0]):
+        x = v[p]
+        if hard:
+            slope = 1.0 if vmin <= x <= vmax else 0.0
+            limited = min(max(x, vmin), vmax)
+        elif x > true_max:
+            slope = math.exp((x - true_max) / hi_gap)
+            limited = hi_gap * slope + vmax
+        elif x < true_min:
+            slope = math.exp((x - true_min) / lo_gap)
+            limited = lo_gap * slope + vmin
+        else:
+            slope = 1.0
+            limited = x
+        term = limited / binsize - nmin
+        s = math.floor(term + 0.5 - order / 2.0)
+        for k in range(order + 1):
+            t = s + k - term
+            w[p, k] = _kernel(t, order)
+            if want_derivative:
+                dw[p, k] = -_kernel_derivative(t, order) * slope / binsize
+        start[p] = min(max(int(s), 0), bins - order - 1)
+
+
+@njit(cache=True)
+def parzen_joint(fstart, fw, mstart, mw, moving_bins, p):
+    """Add the Parzen windows of every sample to the flat joint histogram p (Ff * Fm,), divided by N."""
+    n = fstart.shape[0]
+    for s in range(n):
+        for i in range(fw.shape[1]):
+            row = (fstart[s] + i) * moving_bins + mstart[s]
+            wi = fw[s, i] / n
+            for j in range(mw.shape[1]):
+                p[row + j] += wi * mw[s, j]
+
+
+@njit(cache=True)
+def parzen_contract(dvalue_dp, fstart, fw, mstart, mdw, out):
+    """out[s] = (1/N) sum_ij dvalue_dp[fstart + i, mstart + j] fw[s, i] mdw[s, j]."""
+    n = fstart.shape[0]
+    for s in range(n):
+        acc = 0.0
+        for i in range(fw.shape[1]):
+            for j in range(mdw.shape[1]):
+                acc += dvalue_dp[fstart[s] + i, mstart[s] + j] * fw[s, i] * mdw[s, j]
+        out[s] = acc / n
+
+
+@njit(cache=True)
+def sparse_gram(indices, weights, columns, gram):
+    """gram (N, N) += W W^T for the sparse rows W[n, indices[n, k]] = weights[n, k] (N x columns),
+    through the column -> rows lists, so the cost is sum over columns of (rows in the column)^2."""
+    n, k = indices.shape
+    counts = np.zeros(columns + 1, dtype=np.int64)
+    for r in range(n):
+        for t in range(k):
+            counts[indices[r, t] + 1] += 1
+    for c in range(columns):
+        counts[c + 1] += counts[c]
+    fill = counts[:-1].copy()
+    rows = np.empty(n * k, dtype=np.int64)
+    values = np.empty(n * k)
+    for r in range(n):
+        for t in range(k):
+            c = indices[r, t]
+            rows[fill[c]] = r
+            values[fill[c]] = weights[r, t]
+            fill[c] += 1
+    for c in range(columns):
+        for a in range(counts[c], counts[c + 1]):
+            ra, va = rows[a], values[a]
+            for b in range(counts[c], counts[c + 1]):
+                gram[ra, rows[b]] += va * values[b]
