@@ -85,3 +85,16 @@ def test_parzen_histogram_matches_torch(monkeypatch, metric, orders):
     fast, slow = _both(monkeypatch, lambda: metric(hist).value_and_derivative(f, m))
     torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-13)
     torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("kind", ["Random", "RandomCoordinate"])
+def test_random_samples_are_the_same_points(monkeypatch, kind):
+    from impactreg.sampling import ImageSampler
+
+    grid = _oblique_grid(3, (13, 11, 9), (1.2, 0.9, 2.0), 6)
+
+    def draw():
+        return ImageSampler(kind, grid, None, 700, generator=torch.Generator().manual_seed(3), dtype=torch.float64).sample()
+
+    fast, slow = _both(monkeypatch, draw)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)

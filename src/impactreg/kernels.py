@@ -321,3 +321,22 @@ def sparse_gram(indices, weights, columns, gram):
             ra, va = rows[a], values[a]
             for b in range(counts[c], counts[c + 1]):
                 gram[ra, rows[b]] += va * values[b]
+
+
+@njit(cache=True)
+def voxel_world_points(flat, sizes, jitter, index_to_world, origin, out):
+    """World points (N, D) of flat voxel indices (x fastest), each plus a jitter (N, D) in voxels
+    (a (1, 1) jitter array means none)."""
+    dim = out.shape[1]
+    jittered = jitter.shape[0] == flat.shape[0]
+    index = np.zeros(3)
+    for n in range(flat.shape[0]):
+        rest = flat[n]
+        for e in range(dim):
+            index[e] = rest % sizes[e] + (jitter[n, e] if jittered else 0.0)
+            rest //= sizes[e]
+        for j in range(dim):
+            acc = origin[j]
+            for e in range(dim):
+                acc += index_to_world[j, e] * index[e]
+            out[n, j] = acc

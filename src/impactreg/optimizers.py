@@ -52,7 +52,7 @@ class AdaptiveStochasticGradientDescent:
         new = params - self.last_gain * grad
         if k >= 1 and self.previous is not None:
             if s.adaptive:
-                inner = -float(torch.dot(self.previous, grad))
+                inner = -float((self.previous * grad).sum())  # below torch's parallel grain: no thread hand-off
                 self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
             else:
                 self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)

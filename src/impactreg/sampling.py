@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from . import kernels
 from .errors import ImageError
 from .geometry import Grid
 
@@ -60,8 +61,16 @@ class ImageSampler:
             return self._to_world(self._indices(self._candidates))
         n = self.n if n is None else n
         pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
-        index = self._indices(self._candidates[pick]).to(self.dtype)
+        jitter = None
         if self.kind == "RandomCoordinate":
             jitter = torch.rand((n, self.grid.dim), generator=self.generator, dtype=self.dtype, device="cpu") - 0.5
+        if kernels.usable(self._candidates):
+            out = torch.empty((n, self.grid.dim), dtype=self.dtype)
+            kernels.voxel_world_points(self._candidates[pick].numpy(), self._sizes.numpy(),
+                                       (jitter if jitter is not None else torch.zeros(1, 1, dtype=self.dtype)).numpy(),
+                                       self._i2w.numpy(), self._origin.numpy(), out.numpy())
+            return out
+        index = self._indices(self._candidates[pick]).to(self.dtype)
+        if jitter is not None:
             index = index + jitter.to(self.device)
         return self._to_world(index)

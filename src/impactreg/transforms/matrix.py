@@ -155,3 +155,7 @@ class AffineTransform(MatrixTransform):
     def matrix_translation(self, p):
         d = self.dim
         return p[: d * d].reshape(d, d), p[d * d: d * d + d]
+
+    def parameter_gradient(self, points, d_points):
+        c = self.center.to(device=points.device, dtype=points.dtype)
+        return torch.cat([(d_points.T @ (points - c)).reshape(-1), d_points.sum(0)])
