@@ -98,3 +98,13 @@ def test_random_samples_are_the_same_points(monkeypatch, kind):
 
     fast, slow = _both(monkeypatch, draw)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_gaussian_smoothing_matches_torch(monkeypatch, dim):
+    from impactreg.filters import gaussian_smooth
+
+    grid = _oblique_grid(dim, (21, 17, 12), (1.0, 1.5, 2.5), 7)
+    image = Image(torch.randn(2, *reversed(grid.size), generator=torch.Generator().manual_seed(1)), grid)
+    fast, slow = _both(monkeypatch, lambda: gaussian_smooth(image, [3.0, 2.0, 4.0][:dim]).data)
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)

@@ -7,6 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import kernels
 from .geometry import Grid
 from .image import Image
 from .interpolation import Interpolator
@@ -28,6 +29,12 @@ def gaussian_smooth(image: Image, sigma_mm) -> Image:
         if sigma_vox <= 0:
             continue
         kernel = gaussian_kernel(sigma_vox, torch.float32, data.device)
+        if kernels.usable(data):
+            block = data.reshape(data.shape[0], *([1] * (3 - image.dim)), *data.shape[1:]).contiguous()
+            out = torch.empty_like(block)
+            kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
+            data = out.reshape(data.shape)
+            continue
         r = (kernel.numel() - 1) // 2
         dim_t = data.dim() - 1 - axis  # torch axis
         moved = data.movedim(dim_t, -1)

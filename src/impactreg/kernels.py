@@ -340,3 +340,35 @@ def voxel_world_points(flat, sizes, jitter, index_to_world, origin, out):
             for e in range(dim):
                 acc += index_to_world[j, e] * index[e]
             out[n, j] = acc
+
+
+@njit(cache=True)
+def convolve_axis(data, kernel, axis, out):
+    """out = data (C, Z, Y, X) convolved along ``axis`` (0 = Z, 1 = Y, 2 = X) with a centred
+    odd-length kernel, edges replicated."""
+    channels, nz, ny, nx = data.shape
+    r = (kernel.shape[0] - 1) // 2
+    out[:] = 0.0
+    for c in range(channels):
+        if axis == 2:
+            for z in range(nz):
+                for y in range(ny):
+                    for x in range(nx):
+                        acc = 0.0
+                        for t in range(kernel.shape[0]):
+                            acc += kernel[t] * data[c, z, y, min(max(x + t - r, 0), nx - 1)]
+                        out[c, z, y, x] = acc
+        elif axis == 1:
+            for z in range(nz):
+                for y in range(ny):
+                    for t in range(kernel.shape[0]):
+                        src, k = min(max(y + t - r, 0), ny - 1), kernel[t]
+                        for x in range(nx):
+                            out[c, z, y, x] += k * data[c, z, src, x]
+        else:
+            for z in range(nz):
+                for t in range(kernel.shape[0]):
+                    src, k = min(max(z + t - r, 0), nz - 1), kernel[t]
+                    for y in range(ny):
+                        for x in range(nx):
+                            out[c, z, y, x] += k * data[c, src, y, x]
