@@ -20,6 +20,7 @@ from numba import njit
 
 ENABLED = os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 MAX_TAPS = 6
+FAST = {"reassoc", "contract", "nsz", "arcp"}  # fastmath without assuming no NaN/inf
 
 
 def usable(*tensors: torch.Tensor) -> bool:
@@ -83,30 +84,33 @@ def _mirror(k, n):
     return period - k if k >= n else k
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def sample_image(coef, order, w2i, origin, points, want_grad, default, values, grads, inside):
-    """Sample coefficients ``coef`` (C, Z, Y, X; Z = 1 for 2D) at world points (N, D).
+    """Sample coefficients ``coef`` (Z, Y, X, C), channel-last so that one voxel's channels share
+    a cache line (Z = 1 for 2D), at world points (N, D).
 
     Fills values (N, C), world-unit gradients (N, C, D) when ``want_grad``, inside (N,)."""
     n_points, dim = points.shape
-    channels = coef.shape[0]
-    sizes = (coef.shape[3], coef.shape[2], coef.shape[1])
+    channels = coef.shape[3]
+    sizes = (coef.shape[2], coef.shape[1], coef.shape[0])
     idx = np.zeros((3, MAX_TAPS), dtype=np.int64)
     w = np.zeros((3, MAX_TAPS))
     dw = np.zeros((3, MAX_TAPS))
     ntaps = np.ones(3, dtype=np.int64)
     u = np.zeros(3)
-    idx[2, 0] = 0
+    acc = np.zeros(channels)
+    acc_x = np.zeros(channels)
+    acc_y = np.zeros(channels)
+    acc_z = np.zeros(channels)
     w[2, 0] = 1.0
-    dw[2, 0] = 0.0
     for p in range(n_points):
         ok = True
         for e in range(dim):
-            acc = 0.0
+            ue = 0.0
             for j in range(dim):
-                acc += w2i[e, j] * (points[p, j] - origin[j])
-            u[e] = acc
-            if not (acc >= -0.5 and acc < sizes[e] - 0.5):
+                ue += w2i[e, j] * (points[p, j] - origin[j])
+            u[e] = ue
+            if not (ue >= -0.5 and ue < sizes[e] - 0.5):
                 ok = False
         inside[p] = ok
         if not ok:
@@ -135,38 +139,49 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
                 ntaps[e] = 2
             else:
                 start = math.floor(u[e] - (order - 1) / 2.0)
+                first = int(start)
+                interior = first >= 0 and first + order < n
                 for k in range(order + 1):
                     t = u[e] - (start + k)
-                    idx[e, k] = _mirror(int(start) + k, n)
+                    idx[e, k] = first + k if interior else _mirror(first + k, n)
                     w[e, k] = _kernel(t, order)
                     dw[e, k] = _kernel_derivative(t, order) if want_grad else 0.0
                 ntaps[e] = order + 1
+        acc[:] = 0.0
+        if want_grad:
+            acc_x[:] = 0.0
+            acc_y[:] = 0.0
+            acc_z[:] = 0.0
+        for kz in range(ntaps[2]):
+            iz = idx[2, kz]
+            for ky in range(ntaps[1]):
+                iy = idx[1, ky]
+                wzy = w[2, kz] * w[1, ky]
+                dzy = dw[2, kz] * w[1, ky]
+                wdy = w[2, kz] * dw[1, ky]
+                for kx in range(ntaps[0]):
+                    ix = idx[0, kx]
+                    weight = wzy * w[0, kx]
+                    if want_grad:
+                        gx, gy, gz = wzy * dw[0, kx], wdy * w[0, kx], dzy * w[0, kx]
+                        for c in range(channels):
+                            val = coef[iz, iy, ix, c]
+                            acc[c] += weight * val
+                            acc_x[c] += gx * val
+                            acc_y[c] += gy * val
+                            acc_z[c] += gz * val
+                    else:
+                        for c in range(channels):
+                            acc[c] += weight * coef[iz, iy, ix, c]
         for c in range(channels):
-            v = 0.0
-            gx = 0.0
-            gy = 0.0
-            gz = 0.0
-            for kz in range(ntaps[2]):
-                iz, wz, dwz = idx[2, kz], w[2, kz], dw[2, kz]
-                for ky in range(ntaps[1]):
-                    iy, wy, dwy = idx[1, ky], w[1, ky], dw[1, ky]
-                    rx = 0.0
-                    drx = 0.0
-                    for kx in range(ntaps[0]):
-                        val = coef[c, iz, iy, idx[0, kx]]
-                        rx += w[0, kx] * val
-                        drx += dw[0, kx] * val
-                    v += wz * wy * rx
-                    gx += wz * wy * drx
-                    gy += wz * dwy * rx
-                    gz += dwz * wy * rx
-            values[p, c] = v
+            values[p, c] = acc[c]
             if want_grad:
                 for j in range(dim):
-                    grads[p, c, j] = gx * w2i[0, j] + gy * w2i[1, j] + (gz * w2i[2, j] if dim == 3 else 0.0)
+                    grads[p, c, j] = acc_x[c] * w2i[0, j] + acc_y[c] * w2i[1, j] + \
+                        (acc_z[c] * w2i[2, j] if dim == 3 else 0.0)
 
 
-@njit(cache=True)
+@njit(cache=True, fastmath=FAST)
 def _bspline_loop(params, sizes, order, w2i, origin, points, d_points, mapped, gradient):
     """The B-spline transform on control grid ``sizes`` (x, y[, z]) with parameters (D * K,):
     mapped (N, D) = T(points), or with ``gradient`` params += sum_n d_points[n, d] * weight_k(n)."""
