@@ -8,6 +8,7 @@ torch order, (C, Z, Y, X) in 3D, so ``Grid.shape`` is ``size`` reversed.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -62,14 +63,14 @@ class Grid:
     def num_voxels(self) -> int:
         return int(np.prod(self.size))
 
-    @property
+    @cached_property
     def index_to_world_matrix(self) -> np.ndarray:
         """A in p = origin + A @ index: direction @ diag(spacing)."""
-        return self.direction @ np.diag(self.spacing)
+        return _read_only(self.direction @ np.diag(self.spacing))
 
-    @property
+    @cached_property
     def world_to_index_matrix(self) -> np.ndarray:
-        return np.linalg.inv(self.index_to_world_matrix)
+        return _read_only(np.linalg.inv(self.index_to_world_matrix))
 
     def index_to_world(self, index):
         """Continuous indices (..., D), x-y-z order, to world points (numpy or torch)."""
@@ -123,3 +124,8 @@ class Grid:
             return "(" + ", ".join(f"{v:.6g}" for v in np.ravel(a)) + ")"
         return (f"Grid(size={self.size}, spacing={fmt(self.spacing)}, origin={fmt(self.origin)}, "
                 f"direction={fmt(self.direction)})")
+
+
+def _read_only(array: np.ndarray) -> np.ndarray:
+    array.setflags(write=False)
+    return array

@@ -175,7 +175,7 @@ class Interpolator:
         if self._coef_block is None:
             spatial = (1,) * (3 - self.grid.dim) + tuple(reversed(self.grid.size))
             self._coef_block = self._coef.T.contiguous().reshape(*spatial, self.channels).numpy()  # channel-last
-            self._w2i64 = np.ascontiguousarray(self.grid.world_to_index_matrix, dtype=np.float64)
+            self._w2i64 = np.array(self.grid.world_to_index_matrix, dtype=np.float64)
             self._origin64 = np.asarray(self.grid.origin, dtype=np.float64)
         n, dim = points.shape
         values = torch.empty((n, self.channels), dtype=self.dtype)

@@ -99,7 +99,7 @@ class BSplineTransform(Transform):
         """T(points) (N, D), or with ``d_points`` the parameter gradient (P,), by the compiled kernel."""
         g = self.grid
         if getattr(self, "_kernel_grid", None) is None:
-            self._kernel_grid = (np.asarray(g.size, dtype=np.int64), np.ascontiguousarray(g.world_to_index_matrix),
+            self._kernel_grid = (np.asarray(g.size, dtype=np.int64), np.array(g.world_to_index_matrix),
                                  np.asarray(g.origin, dtype=np.float64))
         sizes, w2i, origin = self._kernel_grid
         pts = points.reshape(-1, self.dim).contiguous()
