@@ -45,11 +45,12 @@ def _kernel(t, order):
     if order == 2:
         if a < 0.5:
             return 0.75 - a * a
-        return 0.5 * (1.5 - a) ** 2 if a < 1.5 else 0.0
+        return 0.5 * (1.5 - a) * (1.5 - a) if a < 1.5 else 0.0
     if order == 3:
         if a < 1.0:
             return (4.0 - 6.0 * a * a + 3.0 * a * a * a) / 6.0
-        return (2.0 - a) ** 3 / 6.0 if a < 2.0 else 0.0
+        b = 2.0 - a
+        return b * b * b / 6.0 if a < 2.0 else 0.0
     half = (order + 1) / 2.0
     total = 0.0
     binom = 1.0
@@ -71,8 +72,24 @@ def _kernel_derivative(t, order):
         s = 1.0 if t > 0 else (-1.0 if t < 0 else 0.0)
         if a < 1.0:
             return s * (1.5 * a * a - 2.0 * a)
-        return s * (-0.5 * (2.0 - a) ** 2) if a < 2.0 else 0.0
+        b = 2.0 - a
+        return -0.5 * s * b * b if a < 2.0 else 0.0
     return _kernel(t + 0.5, order - 1) - _kernel(t - 0.5, order - 1)
+
+
+@njit(cache=True, inline="always")
+def _cubic(f):
+    """Cubic B-spline weights beta(1 + f - k), k = 0..3, for f in [0, 1), without branches."""
+    g = 1.0 - f
+    return g * g * g / 6.0, (4.0 - 6.0 * f * f + 3.0 * f * f * f) / 6.0, \
+        (4.0 - 6.0 * g * g + 3.0 * g * g * g) / 6.0, f * f * f / 6.0
+
+
+@njit(cache=True, inline="always")
+def _cubic_derivative(f):
+    """beta'(1 + f - k), k = 0..3, for f in [0, 1)."""
+    g = 1.0 - f
+    return -0.5 * g * g, 1.5 * f * f - 2.0 * f, 2.0 * g - 1.5 * g * g, 0.5 * f * f
 
 
 @njit(cache=True, inline="always")
@@ -142,10 +159,16 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
                 first = int(start)
                 interior = first >= 0 and first + order < n
                 for k in range(order + 1):
-                    t = u[e] - (start + k)
                     idx[e, k] = first + k if interior else _mirror(first + k, n)
-                    w[e, k] = _kernel(t, order)
-                    dw[e, k] = _kernel_derivative(t, order) if want_grad else 0.0
+                if order == 3:
+                    f = u[e] - start - 1.0
+                    w[e, 0], w[e, 1], w[e, 2], w[e, 3] = _cubic(f)
+                    dw[e, 0], dw[e, 1], dw[e, 2], dw[e, 3] = _cubic_derivative(f)
+                else:
+                    for k in range(order + 1):
+                        t = u[e] - (start + k)
+                        w[e, k] = _kernel(t, order)
+                        dw[e, k] = _kernel_derivative(t, order) if want_grad else 0.0
                 ntaps[e] = order + 1
         acc[:] = 0.0
         if want_grad:
@@ -206,8 +229,11 @@ def _bspline_loop(params, sizes, order, w2i, origin, points, d_points, mapped, g
             if start < 0 or start > sizes[e] - 1 - order:
                 first = -1
                 break
-            for k in range(order + 1):
-                w[e, k] = _kernel(acc - (start + k), order)
+            if order == 3:
+                w[e, 0], w[e, 1], w[e, 2], w[e, 3] = _cubic(acc - start - 1.0)
+            else:
+                for k in range(order + 1):
+                    w[e, k] = _kernel(acc - (start + k), order)
             first += int(start) * stride
             stride *= sizes[e]
         if first < 0:
@@ -279,11 +305,19 @@ def parzen_taps(v, order, bins, true_min, true_max, vmin, vmax, binsize, nmin, s
             limited = x
         term = limited / binsize - nmin
         s = math.floor(term + 0.5 - order / 2.0)
-        for k in range(order + 1):
-            t = s + k - term
-            w[p, k] = _kernel(t, order)
+        if order == 3:  # t_k = -(1 + f - k): the kernel is even, its derivative odd
+            f = term - s - 1.0
+            w[p, 0], w[p, 1], w[p, 2], w[p, 3] = _cubic(f)
             if want_derivative:
-                dw[p, k] = -_kernel_derivative(t, order) * slope / binsize
+                d0, d1, d2, d3 = _cubic_derivative(f)
+                scale = slope / binsize
+                dw[p, 0], dw[p, 1], dw[p, 2], dw[p, 3] = d0 * scale, d1 * scale, d2 * scale, d3 * scale
+        else:
+            for k in range(order + 1):
+                t = s + k - term
+                w[p, k] = _kernel(t, order)
+                if want_derivative:
+                    dw[p, k] = -_kernel_derivative(t, order) * slope / binsize
         start[p] = min(max(int(s), 0), bins - order - 1)
 
 
