@@ -130,7 +130,7 @@ class ParzenHistogram:
         if kernels.usable(f, m):
             p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=torch.float64)
             kernels.parzen_joint(fstart.numpy(), fw.numpy(), mstart.numpy(), mw.numpy(), self.moving.bins, p.numpy())
-            return p.reshape(self.fixed.bins, self.moving.bins).to(f.dtype), (fstart, fw, mstart, mdw)
+            return p.reshape(self.fixed.bins, self.moving.bins), (fstart, fw, mstart, mdw)  # float64: no subnormals
         flat = self._flat(fstart, mstart)
         outer = fw[:, :, None] * mw[:, None, :]
         p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=f.dtype, device=f.device)
@@ -145,7 +145,7 @@ class ParzenHistogram:
             out = torch.empty(n, dtype=torch.float64)
             kernels.parzen_contract(dvalue_dp.to(torch.float64).contiguous().numpy(), fstart.numpy(), fw.numpy(),
                                     mstart.numpy(), mdw.numpy(), out.numpy())
-            return out.to(dvalue_dp.dtype)
+            return out
         flat, fw, mdw = parts
         k = dvalue_dp.reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)  # (N, Kf, Km)
         return (k * fw[:, :, None] * mdw[:, None, :]).sum(dim=(1, 2)) / n
@@ -180,7 +180,7 @@ class MattesMutualInformation:
         # d(-MI)/dp_ij = -(log p_ij - log pm_j); the fixed marginal does not depend on m
         dvalue_dp = torch.where(keep, -(torch.log(p.clamp_min(1e-16)) - torch.log(pm.clamp_min(1e-16))[None, :]),
                                 torch.zeros_like(p))
-        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0])
+        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0]).to(m.dtype)
 
 
 class NormalizedMutualInformation:
@@ -207,7 +207,7 @@ class NormalizedMutualInformation:
         log_p = torch.log(p.clamp_min(1e-16))
         dvalue_dp = (log_pm * hj - (hf + hm) * log_p) / (hj * hj)
         dvalue_dp = torch.where(p > 1e-16, dvalue_dp, torch.zeros_like(p))
-        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0])
+        return value, self.histogram.contract(dvalue_dp, parts, f.shape[0]).to(m.dtype)
 
 
 INTENSITY_METRICS = {c.elastix_name: c for c in (MeanSquares, NormalizedCorrelation, MattesMutualInformation,
