@@ -47,3 +47,21 @@ def test_same_seed_same_samples():
     b = ImageSampler("RandomCoordinate", grid, None, 100, generator=torch.Generator().manual_seed(5)).sample()
     c = ImageSampler("RandomCoordinate", grid, None, 100, generator=torch.Generator().manual_seed(6)).sample()
     assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_exact_gradient_sampler_is_elastix_grid_over_the_mask_box():
+    import numpy as np
+    import torch
+
+    from impactreg.geometry import Grid
+    from impactreg.sampling import exact_gradient_sampler
+
+    grid = Grid((40, 30, 20), np.array([1.0, 2.0, 3.0]), np.zeros(3), np.eye(3))
+    assert exact_gradient_sampler(grid, None, 100000).sample().shape[0] == 24000  # fewer voxels than asked: all
+    mask = torch.zeros(20, 30, 40, dtype=torch.bool)
+    mask[4:12, 5:25, 7:31] = True  # box 24 x 20 x 8 voxels = 3840
+    points = exact_gradient_sampler(grid, mask, 480).sample()  # (3840 / 480)^(1/3) = 2
+    index = grid.world_to_index(points.double()).round().long()
+    assert points.shape[0] == 12 * 10 * 4
+    assert index[:, 0].min() == 7 and index[:, 1].min() == 5 and index[:, 2].min() == 4
+    assert bool((index[:, 0] - 7).remainder(2).eq(0).all())

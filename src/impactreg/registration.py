@@ -36,7 +36,7 @@ from .optimizers import (Adam, AdaptiveStochasticGradientDescent, ASGDSettings, 
                          jacobian_terms)
 from .parameters import ParameterMap, load_parameter_maps
 from .pyramid import Pyramid, schedule
-from .sampling import ImageSampler
+from .sampling import ImageSampler, exact_gradient_sampler
 from .transformix import resample
 from .transforms import (AffineTransform, BSplineTransform, CombinationTransform, EulerTransform, MatrixTransform,
                          SimilarityTransform, Transform, TranslationTransform, control_grid_for_image)
@@ -232,7 +232,7 @@ class LevelProblem:
         self.pm, self.level, self.device, self.base = pm, level, device, base
         self.transform = transform.to(device)
         self.generator = generator
-        self.fixed, self.moving = fixed, moving
+        self.fixed, self.moving, self.fixed_mask = fixed, moving, fixed_mask
         metrics = pm.values("Metric")
         if not metrics:
             raise ParameterError("(Metric ...) is missing; name at least one metric, e.g. (Metric \"AdvancedMattesMutualInformation\")")
@@ -412,9 +412,8 @@ def _run_level(pm, stage, level, problem: LevelProblem, scales, max_step, genera
         mu = ps / scales
         if exact:
             if exact_points is None:
-                n = pm.get("NumberOfSamplesForExactGradient", level)
-                sampler = ImageSampler("Random", problem.fixed.grid, None, n, generator=generator,
-                                       device=problem.device, dtype=COMPUTE)
+                sampler = exact_gradient_sampler(problem.fixed.grid, problem.fixed_mask,
+                                                 pm.get("NumberOfSamplesForExactGradient", level), problem.device, COMPUTE)
                 pts = sampler.sample()
                 exact_points = (pts, problem.fixed_interp(pts).values[:, 0])
             _, _, _, g = problem.value_and_gradient(mu, *exact_points, check=False)

@@ -20,7 +20,7 @@ SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
 class ImageSampler:
     def __init__(self, kind: str, grid: Grid, mask: torch.Tensor | None = None, number_of_samples: int = 2000,
                  grid_spacing=(2,), generator: torch.Generator | None = None, device=None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, grid_start=(0,)):
         if kind not in SAMPLERS:
             raise ValueError(f"unknown sampler {kind}")
         self.kind, self.grid, self.n = kind, grid, int(number_of_samples)
@@ -31,7 +31,8 @@ class ImageSampler:
         if kind == "Grid":
             step = np.broadcast_to(np.asarray(grid_spacing, dtype=int), (grid.dim,))
             keep = torch.zeros_like(voxels)
-            keep[tuple(slice(None, None, int(s)) for s in reversed(step))] = True
+            start = np.broadcast_to(np.asarray(grid_start, dtype=int), (grid.dim,))
+            keep[tuple(slice(int(a), None, int(s)) for a, s in zip(reversed(start), reversed(step)))] = True
             voxels = voxels & keep
         flat = torch.nonzero(voxels.reshape(-1)).reshape(-1)
         if flat.numel() == 0:
@@ -74,3 +75,17 @@ class ImageSampler:
         if jitter is not None:
             index = index + jitter.to(self.device)
         return self._to_world(index)
+
+
+def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samples: int, device=None,
+                           dtype: torch.dtype = torch.float32) -> ImageSampler:
+    """elastix's sampler for ASGD's 'exact' gradients: a grid over the bounding box of the fixed
+    mask (or the whole image) with the isotropic voxel step round((box voxels / N)^(1/D)), at least 1."""
+    if mask is None:
+        lo, size = np.zeros(grid.dim, dtype=int), np.asarray(grid.size)
+    else:
+        where = torch.nonzero(mask.to("cpu")).numpy()[:, ::-1]  # x-y-z order
+        lo = where.min(axis=0)
+        size = where.max(axis=0) - lo + 1
+    step = max(1, int(np.floor((np.prod(size.astype(np.float64)) / max(number_of_samples, 1)) ** (1.0 / grid.dim) + 0.5)))
+    return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype, grid_start=tuple(lo))
