@@ -3,7 +3,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo env clean
+.PHONY: test demo env benchmark clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,15 @@ $(VENV)/.demo-installed: $(STAMP)
 
 demo: $(VENV)/.demo-installed
 	$(PY) -m impactreg.demo --out demo-output
+
+# The benchmark suite compares with elastix (itk-elastix) and draws box plots (matplotlib);
+# it reads ../shared/data. Options: make benchmark ARGS="--quick" (see benchmarks/suite.py --help).
+$(VENV)/.bench-installed: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
+benchmark: $(VENV)/.bench-installed
+	$(PY) benchmarks/suite.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build src/*.egg-info .pytest_cache

@@ -67,13 +67,17 @@ def overlap_scores(case, transform: Transform) -> dict:
 
 
 def folding_scores(case, transform: Transform) -> dict:
+    """Folding over the fixed grid; none for rigid cases (det J = 1 there by construction)."""
+    if not case.deformable:
+        return {}
     stats = jacobian_statistics(transform, case.fixed.grid)
     return {"folded_fraction": stats["folded_fraction"], "jacobian_min": stats["jacobian_min"]}
 
 
 def score(case, transform: Transform) -> dict:
     """Every measure the case allows: TRE (per point, mean, 90th percentile) where the truth is
-    known, Dice and HD95 where there are labels, and folding (det J <= 0) over the fixed grid."""
+    known, Dice and HD95 where there are labels, and folding (det J <= 0) over the fixed grid
+    for deformable cases."""
     result = {}
     if case.truth is not None:
         result.update(tre_scores(case, transform))

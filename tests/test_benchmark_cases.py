@@ -1,0 +1,69 @@
+"""The benchmark suite's cases and parameter maps (cheap: no registration)."""
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+import torch
+
+from impactreg.image import read_image
+from impactreg.metrics.impact_config import impact_level
+from impactreg.parameters import load_parameter_maps
+from impactreg.transformix import resample
+from impactreg.transforms import EulerTransform
+
+from conftest import REPO
+
+sys.path.insert(0, str(REPO / "benchmarks"))
+
+
+def _mean_residual(moving, transform, reference) -> float:
+    """Mean |moving(T(x)) - reference(x)| over the head voxels that map inside the moving image."""
+    stacked = moving.with_data(torch.cat([moving.data, torch.ones_like(moving.data)]))
+    warped = resample(stacked, transform, reference.grid, order=1).data
+    inside = (warped[1] > 0.99) & (reference.data[0] > 20)
+    return float((warped[0] - reference.data[0])[inside].abs().mean())
+
+
+@pytest.mark.parametrize("moved", ["R10X13Y17", "Shifted13x17y"])
+def test_brainweb_truth_maps_the_pd_slice_onto_its_moved_copy(data_dir, moved):
+    from cases import brainweb_t1_pd
+
+    case = brainweb_t1_pd(moved)
+    pd = read_image(data_dir / "brainweb2d" / "BrainProtonDensitySliceBorder20.png").channel(0)
+    residual = _mean_residual(case.moving, case.truth, pd)
+    about_image_centre = EulerTransform(2, case.truth.parameters, torch.tensor([110.0, 128.0], dtype=torch.float64))
+    assert residual < 7.0
+    if moved == "R10X13Y17":  # the centre of rotation matters: the image centre is 1.1 px off
+        assert residual < 0.5 * _mean_residual(case.moving, about_image_centre, pd)
+
+
+def test_abdomen_labels_are_the_shared_organs_in_ct_values(data_dir):
+    from cases import abdomen_ct_mr
+
+    case = abdomen_ct_mr()
+    organs = json.loads((data_dir / "abdomen_ct_mr" / "shared_organs.json").read_text())
+    ct_values = {ct for ct, _ in organs.values()}
+    assert set(case.fixed_labels.data.unique().long().tolist()) - {0} <= ct_values
+    assert set(case.moving_labels.data.unique().long().tolist()) - {0} <= ct_values
+    assert len(case.label_names) == 20
+    assert case.fixed.grid.size[2] < read_image(data_dir / "abdomen_ct_mr" / "ct.nii.gz").grid.size[2]
+
+
+@pytest.mark.parametrize("case_key", ["brainweb", "lung"])
+@pytest.mark.parametrize("method", ["impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian"])
+def test_suite_parameter_maps_are_valid_for_the_case_dimension(data_dir, case_key, method):
+    from cases import SUITE_CASES
+    from suite import METHODS, QUICK, method_stages
+
+    case = SUITE_CASES[case_key]()
+    if case.fixed.dim not in METHODS[method].dimensions:
+        pytest.skip("not applicable to this dimension")
+    stages = load_parameter_maps(method_stages(case, METHODS[method], QUICK))
+    assert [pm.get("Transform") for pm in stages][-1] == ("BSplineTransform" if case.deformable else "EulerTransform")
+    last = stages[-1]
+    if METHODS[method].impact is not None:
+        for level in range(last.get("NumberOfResolutions")):
+            settings = impact_level(last, level, case.fixed.dim, torch.device("cpu"))
+            assert all(len(s.patch_size) == case.fixed.dim and len(s.voxel_size) == case.fixed.dim for s in settings.fixed)
