@@ -108,3 +108,13 @@ def test_gaussian_smoothing_matches_torch(monkeypatch, dim):
     image = Image(torch.randn(2, *reversed(grid.size), generator=torch.Generator().manual_seed(1)), grid)
     fast, slow = _both(monkeypatch, lambda: gaussian_smooth(image, [3.0, 2.0, 4.0][:dim]).data)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+
+
+def test_kernels_handle_no_points_and_grad_free_contexts():
+    grid = _oblique_grid(3, (120, 100, 100), (1.0, 1.0, 1.0), 8)  # large enough for the load-only pass
+    interp = Interpolator(Image(torch.zeros(1, 100, 100, 120), grid), order=1)
+    empty = interp(torch.zeros(0, 3), gradient=True)
+    assert empty.values.shape == (0, 1) and empty.inside.shape == (0,)
+    points = torch.from_numpy(grid.index_to_world(np.full((3, 3), 5.0))).float().requires_grad_(True)
+    with torch.no_grad():  # a tensor that requires grad, in a context without autograd
+        assert torch.all(interp(points).inside)

@@ -28,11 +28,7 @@ def usable(*tensors: torch.Tensor) -> bool:
     """True when the kernels may replace the torch code for these tensors."""
     if not ENABLED:
         return False
-    grad = torch.is_grad_enabled()
-    for t in tensors:
-        if t.device.type != "cpu" or (grad and t.requires_grad):
-            return False
-    return True
+    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
 
 
 @njit(cache=True, inline="always")
@@ -153,7 +149,7 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
     acc_y = np.zeros(channels)
     acc_z = np.zeros(channels)
     w[2, 0] = 1.0
-    if coef.size > PREFETCH_ABOVE:
+    if coef.size > PREFETCH_ABOVE and n_points > 0:
         values[0, 0] = _touch(coef, w2i, origin, points)
     for p in range(n_points):
         ok = True
