@@ -16,9 +16,9 @@ import impactreg
 from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice
 from impactreg.image import Image, write_image
 from impactreg.parameters import format_parameter_map
-from impactreg.registration import register
+from impactreg import register
 from impactreg.synthetic import target_registration_error
-from impactreg.transformix import map_points, resample
+from impactreg.warp import map_points, resample
 from impactreg.transforms import Transform, TranslationTransform
 from impactreg.transforms.elastix_files import read_transform_file
 

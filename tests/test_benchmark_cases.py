@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from impactreg.image import read_image
-from impactreg.metrics.impact_config import impact_level
+from impactreg.metrics.impact import impact_level
 from impactreg.parameters import load_parameter_maps
-from impactreg.transformix import resample
+from impactreg.warp import resample
 from impactreg.transforms import EulerTransform
 
 from conftest import REPO

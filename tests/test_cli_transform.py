@@ -10,7 +10,7 @@ import torch
 
 from impactreg.image import read_image
 from impactreg.points import read_output_points
-from impactreg.transformix import resample
+from impactreg.warp import resample
 from impactreg.transforms import BSplineTransform, CombinationTransform, EulerTransform
 from impactreg.transforms.elastix_files import read_transform_file, write_transform_chain
 

@@ -9,7 +9,7 @@ from elastix_peer import elastix_register, transformix_image, transformix_points
 from impactreg.errors import TransformFileError
 from impactreg.geometry import Grid
 from impactreg.image import Image, read_image, write_image
-from impactreg.transformix import map_points, resample
+from impactreg.warp import map_points, resample
 from impactreg.transforms import (AffineTransform, BSplineTransform, CombinationTransform, EulerTransform,
                                   SimilarityTransform, TranslationTransform)
 from impactreg.transforms.elastix_files import read_transform_file, write_transform_chain, write_transform_file

@@ -10,9 +10,11 @@ import impactreg
 from impactreg.errors import ModelError, ParameterError
 from impactreg.geometry import Grid
 from impactreg.image import Image, read_image
+from impactreg.keys import LevelView
 from impactreg.metrics.impact import ImpactMetric
+from impactreg.metrics.protocol import LevelContext, Samples
 from impactreg.parameters import ParameterMap
-from impactreg.registration import register
+from impactreg import register
 from impactreg.sampling import ImageSampler
 from impactreg.transforms import AffineTransform, TranslationTransform
 
@@ -48,6 +50,17 @@ def blobs(seed: int, shift=(0.0, 0.0)) -> Image:
     return Image(torch.from_numpy(value.reshape(1, *grid.shape)).float(), grid)
 
 
+def impact_metric(pm, level, fixed, moving, mask, order, generator, device="cpu") -> ImpactMetric:
+    """The metric at the start of ``level``, as the engine sets it up."""
+    metric = ImpactMetric()
+    metric.begin_level(LevelContext(LevelView(pm, level), fixed, moving, None, mask, order, generator, torch.device(device)))
+    return metric
+
+
+def evaluate(metric, transform, points):
+    return metric.value_and_gradient(transform, Samples(points, torch.zeros(points.shape[0])))
+
+
 def impact_map(path, mode, **extra):
     entries = {"ImpactModelsPath0": str(path), "ImpactDimension0": 2, "ImpactPatchSize0": [5, 5], "ImpactVoxelSize0": [1, 1],
                "ImpactLayersMask0": "11", "ImpactLayersWeight0": [1.0, 0.5], "ImpactSubsetFeatures0": 0,
@@ -60,20 +73,20 @@ def impact_map(path, mode, **extra):
 def test_gradient_matches_finite_differences(mode, smooth_model):
     fixed = blobs(0)
     moving = blobs(0, shift=(1.3, -0.7))
-    metric = ImpactMetric(impact_map(smooth_model, mode, ImpactPatchSize0=[5, 5] if mode == "Jacobian" else [0, 0]),
+    metric = impact_metric(impact_map(smooth_model, mode, ImpactPatchSize0=[5, 5] if mode == "Jacobian" else [0, 0]),
                           0, fixed, moving, None, 3, torch.Generator().manual_seed(0), "cpu")
     interior = torch.zeros(fixed.grid.shape, dtype=torch.bool)
     interior[10:-10, 10:-10] = True  # patches stay inside the moving image: the valid set does not change
     points = ImageSampler("RandomCoordinate", fixed.grid, interior, 300, generator=torch.Generator().manual_seed(1)).sample()
     transform = AffineTransform(2, [1.02, 0.03, -0.02, 0.98, 0.4, -0.3], [24.0, 20.0])
-    value, grad, valid = metric.value_and_gradient(transform, points)
+    value, grad, valid = evaluate(metric, transform, points)
     assert valid == 300
     eps = 1e-2
     for i in range(6):
         step = torch.zeros(6, dtype=torch.float64)
         step[i] = eps * (0.05 if i < 4 else 1.0)
-        plus = metric.value_and_gradient(transform.with_parameters(transform.parameters + step), points)[0]
-        minus = metric.value_and_gradient(transform.with_parameters(transform.parameters - step), points)[0]
+        plus = evaluate(metric, transform.with_parameters(transform.parameters + step), points)[0]
+        minus = evaluate(metric, transform.with_parameters(transform.parameters - step), points)[0]
         fd = (plus - minus) / (2 * step[i].item())
         assert abs(fd - grad[i].item()) < 2e-2 * abs(grad).max().item() + 1e-7, (i, fd, grad[i].item())
 
@@ -135,20 +148,20 @@ def test_lung_ct_translation_recovered_with_m730_jacobian(data_dir):
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactLayersMask0": "1x"}, "LayersMask"),
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactPatchSize0": [5, 5, 5]}, "numbers for models of dimensions"),
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactLayersWeight0": [1, 2]}, "2 weights for 1 selected layer"),
-    ({"ImpactModelsPath0": "MIND/R1D2", "ImpactMode": "Dynamic"}, "Jacobian or Static"),
+    ({"ImpactModelsPath0": "MIND/R1D2", "ImpactMode": "Dynamic"}, "use one of Jacobian, Static"),
     ({"Transform": "TranslationTransform"}, "needs models"),
 ])
 def test_settings_errors(entries, message):
     image = blobs(1)
     with pytest.raises(ParameterError, match=message):
-        ImpactMetric(ParameterMap(dict({"ImpactDimension0": 2}, **entries)), 0, image, image, None, 1,
+        impact_metric(ParameterMap(dict({"ImpactDimension0": 2}, **entries)), 0, image, image, None, 1,
                      torch.Generator(), "cpu")
 
 
 def test_layers_mask_must_match_the_model(smooth_model):
     image = blobs(1)
     with pytest.raises(ModelError, match="LayersMask '111' has 3 digit"):
-        ImpactMetric(impact_map(smooth_model, "Jacobian", ImpactLayersMask0="111", ImpactLayersWeight0=1), 0, image, image,
+        impact_metric(impact_map(smooth_model, "Jacobian", ImpactLayersMask0="111", ImpactLayersWeight0=1), 0, image, image,
                      None, 1, torch.Generator(), "cpu")
 
 
@@ -157,12 +170,12 @@ def test_documented_family_with_per_level_strings(smooth_model):
                        "VoxelSize": "1*1 2*2", "LayersMask": "01 1", "Distance": "L1 Cosine", "Mode": "Static",
                        "Normalization": "zscore minmax"})
     image = blobs(2)
-    metric = ImpactMetric(pm, 1, image, image, None, 1, torch.Generator(), "cpu")
-    assert [s.patch_size for s in metric.config.fixed] == [(7, 7), (3, 3)]
-    assert [s.voxel_size for s in metric.config.fixed] == [(1.0, 1.0), (2.0, 2.0)]
-    assert metric.config.distances == ["L1", "Cosine"]
+    metric = impact_metric(pm, 1, image, image, None, 1, torch.Generator(), "cpu")
+    assert [s.patch_size for s in metric.mode.inputs.config.fixed] == [(7, 7), (3, 3)]
+    assert [s.voxel_size for s in metric.mode.inputs.config.fixed] == [(1.0, 1.0), (2.0, 2.0)]
+    assert metric.mode.inputs.config.distances == ["L1", "Cosine"]
     points = ImageSampler("Grid", image.grid, grid_spacing=(3,)).sample()
-    value, grad, valid = metric.value_and_gradient(TranslationTransform(2), points)
+    value, grad, valid = evaluate(metric, TranslationTransform(2), points)
     # identical images: L1 is 0 and Cosine at its minimum -1; both stationary
     assert value == pytest.approx(-1.0, abs=1e-5) and torch.allclose(grad, torch.zeros(2, dtype=torch.float64), atol=1e-4)
 
@@ -187,8 +200,8 @@ def test_static_feature_maps_geometry_pca_and_export(tmp_path):
     pm = ParameterMap({"ImpactModelsPath0": str(path), "ImpactDimension0": 2, "ImpactPatchSize0": [0, 0],
                        "ImpactVoxelSize0": [2, 2], "ImpactLayersMask0": "11", "ImpactLayersWeight0": 1,
                        "ImpactPCA0": 2, "ImpactMode": "Static", "ImpactWriteFeatureMaps": str(out)})
-    metric = ImpactMetric(pm, 0, image, image, None, 1, torch.Generator(), "cpu")
-    fine, coarse = metric.fixed_maps[0]
+    metric = impact_metric(pm, 0, image, image, None, 1, torch.Generator(), "cpu")
+    fine, coarse = metric.mode.fixed_maps[0]
     assert fine.channels == 2 and coarse.channels == 2  # PCA kept 2 components of 3 and 5
     np.testing.assert_allclose(fine.grid.spacing, [2, 2])
     np.testing.assert_allclose(coarse.grid.spacing, [4, 4])
@@ -219,8 +232,8 @@ def test_2d_model_on_3d_image_in_both_modes(data_dir):
     for mode, patch in (("Jacobian", [7, 7]), ("Static", [0, 0])):
         pm = ParameterMap({"ImpactModelsPath0": "MIND/R1D2", "ImpactDimension0": 2, "ImpactPatchSize0": patch,
                            "ImpactVoxelSize0": [6, 6], "ImpactMode": mode})
-        metric = ImpactMetric(pm, 0, ct, ct, None, 1, torch.Generator().manual_seed(0), "cpu")
-        value, grad, valid = metric.value_and_gradient(TranslationTransform(3, [2.0, 0.0, 0.0]), points)
+        metric = impact_metric(pm, 0, ct, ct, None, 1, torch.Generator().manual_seed(0), "cpu")
+        value, grad, valid = evaluate(metric, TranslationTransform(3, [2.0, 0.0, 0.0]), points)
         assert valid > 10 and np.isfinite(value) and torch.isfinite(grad).all() and grad.abs().sum() > 0
 
 
@@ -250,12 +263,13 @@ def test_feature_map_update_does_not_apply_the_transform_twice(smooth_model):
     interior = torch.zeros(fixed.grid.shape, dtype=torch.bool)
     interior[8:-8, 8:-8] = True
     points = ImageSampler("Grid", fixed.grid, interior, grid_spacing=(2,)).sample()
-    metric = ImpactMetric(impact_map(smooth_model, "Static", **base), 0, fixed, moving, None, 3, torch.Generator(), "cpu")
+    metric = impact_metric(impact_map(smooth_model, "Static", **base), 0, fixed, moving, None, 3, torch.Generator(), "cpu")
     truth = TranslationTransform(2, [2.0, -1.0])
-    misaligned = metric.value_and_gradient(TranslationTransform(2), points)[0]
-    metric.value_and_gradient(truth, points)  # iteration 1: maps now come from the moving image warped by the truth
-    assert metric.reference is not None
-    aligned, grad, _ = metric.value_and_gradient(truth, points)
+    misaligned = evaluate(metric, TranslationTransform(2), points)[0]
+    metric.end_iteration(0)  # after iteration 0 (interval 1) the maps come from the moving image warped by the truth
+    evaluate(metric, truth, points)
+    assert metric.mode.reference is not None
+    aligned, grad, _ = evaluate(metric, truth, points)
     assert aligned < 0.1 * misaligned  # sampled at x, not at T(x) a second time
-    nudged = metric.value_and_gradient(TranslationTransform(2, [2.6, -1.0]), points)[1]
+    nudged = evaluate(metric, TranslationTransform(2, [2.6, -1.0]), points)[1]
     assert nudged[0] > 0  # the gradient points back to the truth

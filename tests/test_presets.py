@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from impactreg.metrics.impact_config import impact_level
+from impactreg.metrics.impact import impact_level
 from impactreg.presets import DEFAULT, PRESETS, preset_maps
 
 

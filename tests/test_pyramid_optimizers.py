@@ -7,8 +7,8 @@ from impactreg.filters import gaussian_smooth, shrunk_grid
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.parameters import ParameterMap
-from impactreg.pyramid import Pyramid
-from impactreg.registration import register
+from impactreg.engine.build import build_pyramid
+from impactreg import register
 from test_geometry import oblique
 
 
@@ -44,7 +44,7 @@ def test_pyramid_levels(kind):
     image = image3d(2)
     pm = ParameterMap({"NumberOfResolutions": 3, "FixedImagePyramid": f"Fixed{kind}ImagePyramid",
                        "FixedImagePyramidSchedule": [4, 4, 2, 2, 2, 1, 1, 1, 1]})
-    pyramid = Pyramid.from_parameters("Fixed", image, pm)
+    pyramid = build_pyramid("Fixed", image, pm)
     levels = [pyramid.level(level) for level in range(3)]
     if kind == "Smoothing":
         assert all(lv.grid == image.grid for lv in levels)

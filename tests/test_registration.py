@@ -11,7 +11,7 @@ import torch
 from elastix_peer import transformix_points
 from impactreg.errors import ImageError, ParameterError
 from impactreg.image import Image, read_image, write_image
-from impactreg.registration import register
+from impactreg import register
 from impactreg.synthetic import random_deformation, target_registration_error, warp_by_inverse
 from impactreg.transforms import CombinationTransform
 from impactreg.transforms.elastix_files import read_transform_file

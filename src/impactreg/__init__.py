@@ -7,8 +7,9 @@ from .image import Image, read_image, write_image
 from .interpolation import Interpolator, sample
 from .loss import IMPACT
 from .points import PointSet, read_points, write_points
-from .transformix import deformation_field, jacobian_determinant, map_points, resample, transform
-from .registration import RegistrationResult, register
+from .transformix import transform
+from .warp import deformation_field, jacobian_determinant, map_points, resample
+from .engine.registration import RegistrationResult, register
 from .transforms.elastix_files import read_transform_file, write_transform_chain, write_transform_file
 
 __all__ = [

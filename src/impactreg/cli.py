@@ -120,7 +120,7 @@ def _run_transform(args) -> int:
 
 
 def _run_register(args) -> int:
-    from .registration import register
+    from .engine.registration import register
 
     progress = None
     if not args.quiet and sys.stderr.isatty():

@@ -23,9 +23,9 @@ from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
 from .image import Image, read_image, write_image
 from .presets import DEFAULT, PRESETS, preset_maps
 from .qc import write_qc
-from .registration import register
+from .engine.registration import register
 from .synthetic import labels_from_tissue, random_deformation, t2_like, target_registration_error, warp_by_inverse
-from .transformix import resample
+from .warp import resample
 from .transforms import TranslationTransform
 
 MNI = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",

@@ -35,7 +35,7 @@ def _find(folder: Path, stems: tuple[str, ...], required: bool, what: str) -> Pa
 def run(data: Path, out: Path, device: str | None = None) -> dict:
     from .evaluation import target_registration_errors
     from .points import read_points
-    from .registration import register
+    from .engine.registration import register
 
     fixed = _find(data, ("Fixed_image", "FixedImage"), True, "fixed image")
     moving = _find(data, ("Moving_image", "MovingImage"), True, "moving image")

@@ -13,7 +13,7 @@ from .errors import ImageError, InputError
 from .files import atomic_write_text
 from .image import Image, read_image
 from .points import read_points
-from .transformix import jacobian_determinant, map_points, resample
+from .warp import jacobian_determinant, map_points, resample
 from .transforms import Transform
 from .transforms.elastix_files import read_transform_file
 

@@ -10,9 +10,12 @@ import math
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import torch
 
 from . import kernels
+from .keys import NO_EFFECT, Key
+from .sampling import ImageSampler
 from .transforms.base import SparseJacobian
 
 ZETA = 0.1  # elastix's SigmoidScaleFactor
@@ -37,10 +40,67 @@ class ASGDSettings:
     initial_time: float = 0.0
 
 
-class AdaptiveStochasticGradientDescent:
-    """mu~_{k+1} = mu~_k - a / (A + t_k + 1)^alpha g~_k, with t adapted from g_{k-1} . g_k (Klein 2009)."""
+# keys and level setup shared by the optimiser components -------------------------------------------------------------------------
 
-    def __init__(self, settings: ASGDSettings):
+@dataclass
+class LevelSetup:
+    """What an optimiser component needs to configure itself at the start of a level."""
+
+    transform: object  # the transform being optimised (with any initial transform), on the device
+    fixed_grid: object  # this level's fixed-image Grid
+    scales: torch.Tensor  # sqrt of elastix's Scales (P,)
+    params: torch.Tensor  # the scaled starting parameters (P,)
+    spacings: np.ndarray  # voxel sizes of both images (first two axes), mm
+    gradient: Callable  # gradient(scaled params, exact_samples) -> scaled gradient; 0 samples = the registration's sampler
+    noisy: bool  # whether the sampler draws new samples every iteration
+    generator: torch.Generator
+
+
+_ITERATION_KEYS = (
+    Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True),
+    Key("MaximumStepLength", "float", None, "largest voxel displacement of one step in mm (default: mean voxel size "
+        "x MaximumStepLengthRatio)", per_level=True),
+    Key("MaximumStepLengthRatio", "float", 1.0, "default MaximumStepLength as a fraction of the mean voxel size",
+        per_level=True),
+)
+_GAIN_KEYS = (
+    Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True),
+    Key("SP_A", "float", 20.0, "gain offset A", per_level=True),
+    Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (1.0 with automatic estimation)", per_level=True),
+)
+
+
+def _max_step(view, setup: LevelSetup) -> float:
+    return view.get("MaximumStepLength") or float(setup.spacings.mean()) * view.get("MaximumStepLengthRatio")
+
+
+class AdaptiveStochasticGradientDescent:
+    """mu~_{k+1} = mu~_k - a / (A + t_k + 1)^alpha g~_k, with t adapted from g_{k-1} . g_k (Klein 2009),
+    with elastix's automatic estimation of the gain."""
+
+    elastix_name = "AdaptiveStochasticGradientDescent"
+    keys = _ITERATION_KEYS + _GAIN_KEYS + (
+        Key("AutomaticParameterEstimation", "bool", True, "ASGD: estimate SP_a (and SP_A, SP_alpha) from the data",
+            per_level=True),
+        Key("ASGDParameterEstimationMethod", "str", "Original", "ASGD: how the step size is estimated",
+            ("Original", "DisplacementDistribution")),
+        Key("UseAdaptiveStepSizes", "bool", True, "ASGD: adapt the time from successive gradient inner products",
+            per_level=True),
+        Key("SigmoidMax", "float", 1.0, "ASGD: maximum of the time-update sigmoid", per_level=True),
+        Key("SigmoidMin", "float", -0.8, "ASGD: minimum of the time-update sigmoid", per_level=True),
+        Key("SigmoidScale", "float", 1e-8, "ASGD: scale of the time-update sigmoid", per_level=True),
+        Key("SigmoidInitialTime", "float", 0.0, "ASGD: initial time", per_level=True),
+        Key("NumberOfGradientMeasurements", "int", 0, "ASGD estimation: gradients measured (0 = automatic)", per_level=True),
+        Key("NumberOfJacobianMeasurements", "int", 1000, "ASGD estimation: points where dT/dmu is measured", per_level=True),
+        Key("NumberOfSamplesForExactGradient", "int", 100000, "ASGD estimation: samples for the 'exact' gradient",
+            per_level=True),
+        Key("MaxBandCovSize", "int", 192, NO_EFFECT, per_level=True),
+        Key("NumberOfBandStructureSamples", "int", 10, NO_EFFECT, per_level=True),
+    )
+
+
+    def __init__(self, settings: ASGDSettings | None = None):
+        settings = settings or ASGDSettings()
         self.s = settings
         self.time = settings.initial_time
         self.previous: torch.Tensor | None = None
@@ -62,11 +122,59 @@ class AdaptiveStochasticGradientDescent:
         return new
 
 
+    def begin_level(self, view, setup: LevelSetup) -> dict:
+        max_step = _max_step(view, setup)
+        A = view.get("SP_A")
+        if view.get("AutomaticParameterEstimation"):
+            settings = self._estimate(view, setup, max_step, A)
+        else:
+            settings = ASGDSettings(a=view.get("SP_a"), A=A, alpha=view.get("SP_alpha"), fmax=view.get("SigmoidMax"),
+                                    fmin=view.get("SigmoidMin"), omega=view.get("SigmoidScale"),
+                                    adaptive=view.get("UseAdaptiveStepSizes"), initial_time=view.get("SigmoidInitialTime"))
+        self.__init__(settings)
+        s = settings
+        return {"SP_a": s.a, "SP_A": s.A, "SP_alpha": s.alpha, "SigmoidMax": s.fmax, "SigmoidMin": s.fmin,
+                "SigmoidScale": s.omega}
+
+    def _estimate(self, view, setup: LevelSetup, max_step: float, A: float) -> ASGDSettings:
+        grid = setup.fixed_grid
+        n_jac = min(max(view.get("NumberOfJacobianMeasurements"), setup.transform.number_of_parameters), 2000)
+        step = max(1, int(math.floor((grid.num_voxels / n_jac) ** (1 / grid.dim))))
+        jac_points = ImageSampler("Grid", grid, None, grid_spacing=(step,), dtype=torch.float64).sample()
+        if jac_points.shape[0] > n_jac:
+            pick = torch.randperm(jac_points.shape[0], generator=setup.generator)[:n_jac]
+            jac_points = jac_points[pick]
+        jacobian = setup.transform.to("cpu").parameter_jacobian(jac_points)
+        exact_samples = view.get("NumberOfSamplesForExactGradient")
+
+        def gradient(params, exact: bool):
+            return setup.gradient(params, exact_samples if exact else 0)
+
+        measurements = view.get("NumberOfGradientMeasurements")
+        if view.get("ASGDParameterEstimationMethod") == "Original":
+            settings = estimate_original(jacobian_terms(jacobian, setup.scales), max_step, A, gradient, setup.params,
+                                         measurements, setup.noisy, setup.generator)
+        else:
+            settings = estimate_displacement_distribution(jacobian, setup.scales, max_step, A, gradient, setup.params,
+                                                          setup.noisy, max(2, measurements))
+        settings.adaptive = view.get("UseAdaptiveStepSizes")
+        if "SP_alpha" in view:
+            settings.alpha = view.get("SP_alpha")
+        return settings
+
+
 class StandardGradientDescent(AdaptiveStochasticGradientDescent):
     """Gain a / (A + k + 1)^alpha without adaptation."""
 
-    def __init__(self, a: float, A: float, alpha: float):
+    elastix_name = "StandardGradientDescent"
+    keys = _ITERATION_KEYS + _GAIN_KEYS
+
+    def __init__(self, a: float = 400.0, A: float = 20.0, alpha: float = 0.602):
         super().__init__(ASGDSettings(a=a, A=A, alpha=alpha, adaptive=False))
+
+    def begin_level(self, view, setup: LevelSetup) -> dict:
+        self.__init__(view.get("SP_a"), view.get("SP_A"), view.get("SP_alpha"))
+        return {"SP_a": self.s.a, "SP_A": self.s.A, "SP_alpha": self.s.alpha}
 
     def step(self, params, grad, k):
         self.last_gain = self.s.a / (self.s.A + k + 1.0) ** self.s.alpha
@@ -76,7 +184,15 @@ class StandardGradientDescent(AdaptiveStochasticGradientDescent):
 class RegularStepGradientDescent:
     """Steps of fixed length along -g/|g|, relaxed when the direction reverses (ITK's optimiser)."""
 
-    def __init__(self, max_step: float, min_step: float, min_gradient: float, relaxation: float):
+    elastix_name = "RegularStepGradientDescent"
+    keys = _ITERATION_KEYS + (
+        Key("MinimumStepLength", "float", 1e-6, "RegularStepGradientDescent: stop below this step (mm)", per_level=True),
+        Key("MinimumGradientMagnitude", "float", 1e-8, "RegularStepGradientDescent: stop below this gradient", per_level=True),
+        Key("RelaxationFactor", "float", 0.5, "RegularStepGradientDescent: step shrink on direction change", per_level=True),
+    )
+
+
+    def __init__(self, max_step: float = 1.0, min_step: float = 1e-6, min_gradient: float = 1e-8, relaxation: float = 0.5):
         self.step_length, self.min_step, self.min_gradient, self.relaxation = max_step, min_step, min_gradient, relaxation
         self.previous = None
         self.converged = False
@@ -97,10 +213,25 @@ class RegularStepGradientDescent:
         return params - self.last_gain * grad
 
 
+    def begin_level(self, view, setup: LevelSetup) -> dict:
+        self.__init__(_max_step(view, setup), view.get("MinimumStepLength"), view.get("MinimumGradientMagnitude"),
+                         view.get("RelaxationFactor"))
+        return {"MaximumStepLength": self.step_length}
+
+
 class Adam:
     """Adam on the scaled parameters; the learning rate is in scaled-parameter units (mm)."""
 
-    def __init__(self, lr: float, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
+    elastix_name = "Adam"
+    keys = _ITERATION_KEYS + (
+        Key("LearningRate", "float", None, "Adam: step size in mm (default: MaximumStepLength / 2)", per_level=True),
+        Key("Beta1", "float", 0.9, "Adam: first-moment decay", per_level=True),
+        Key("Beta2", "float", 0.999, "Adam: second-moment decay", per_level=True),
+        Key("Epsilon", "float", 1e-8, "Adam: denominator floor", per_level=True),
+    )
+
+
+    def __init__(self, lr: float = 0.5, beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8):
         self.lr, self.b1, self.b2, self.eps = lr, beta1, beta2, eps
         self.m = self.v = None
         self.last_gain = lr
@@ -113,6 +244,12 @@ class Adam:
         m_hat = self.m / (1 - self.b1 ** (k + 1))
         v_hat = self.v / (1 - self.b2 ** (k + 1))
         return params - self.lr * m_hat / (v_hat.sqrt() + self.eps)
+
+
+    def begin_level(self, view, setup: LevelSetup) -> dict:
+        lr = view.get("LearningRate") or 0.5 * _max_step(view, setup)
+        self.__init__(lr, view.get("Beta1"), view.get("Beta2"), view.get("Epsilon"))
+        return {"LearningRate": lr}
 
 
 # ASGD automatic parameter estimation -------------------------------------------------------
@@ -211,3 +348,5 @@ def estimate_displacement_distribution(jacobian, scales: torch.Tensor, max_step:
         noise = gg / (gg + ee + 1e-14)
     a = max_step * (A + 1.0) / (jacg + 1e-14) * noise
     return ASGDSettings(a=a, A=A, alpha=1.0)
+
+

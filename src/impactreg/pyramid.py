@@ -16,6 +16,7 @@ import numpy as np
 from .errors import ParameterError
 from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
 from .image import Image
+from .keys import Key
 
 
 def schedule(values, levels: int, dim: int, name: str, default=None) -> np.ndarray:
@@ -33,55 +34,94 @@ def schedule(values, levels: int, dim: int, name: str, default=None) -> np.ndarr
                          f"(levels x dimension) or {levels} (one per level)")
 
 
-class Pyramid:
-    """The images of one pyramid (fixed or moving) for every level."""
+_SCHEDULE_KEYS = (
+    Key("ImagePyramidSchedule", "float", None, "shrink factors, levels x dimension (both images)", multi=True),
+    Key("FixedImagePyramidSchedule", "float", None, "fixed shrink factors, levels x dimension", multi=True),
+    Key("MovingImagePyramidSchedule", "float", None, "moving shrink factors, levels x dimension", multi=True),
+)
 
-    def __init__(self, kind: str, image: Image, levels: int, factors: np.ndarray,
-                 sigmas: np.ndarray | None = None, rescale: np.ndarray | None = None):
-        self.kind, self.image, self.levels = kind, image, levels
-        self.factors = factors
-        self.sigmas = sigmas
-        self.rescale = rescale
 
-    @classmethod
-    def from_parameters(cls, role: str, image: Image, pm) -> "Pyramid":
-        """``role`` is 'Fixed' or 'Moving'; reads the pyramid keys of a ParameterMap."""
-        levels = pm.get("NumberOfResolutions")
-        dim = image.dim
-        component = pm.get(f"{role}ImagePyramid")
-        kind = component[len(role):-len("ImagePyramid")]
-        factors = schedule(pm.values(f"{role}ImagePyramidSchedule") or pm.values("ImagePyramidSchedule"),
-                           levels, dim, f"{role}ImagePyramidSchedule")
-        sigmas = rescale = None
-        if kind == "Generic":
-            rescale_values = pm.values(f"{role}ImagePyramidRescaleSchedule") or pm.values("ImagePyramidRescaleSchedule")
-            rescale = schedule(rescale_values, levels, dim, f"{role}ImagePyramidRescaleSchedule", default=factors)
-            smoothing = pm.values(f"{role}ImagePyramidSmoothingSchedule") or pm.values("ImagePyramidSmoothingSchedule")
-            if smoothing is None:
-                sigmas = 0.5 * factors * image.grid.spacing
-                if np.all(factors[-1] == 1):
-                    sigmas[-1] = 0.0
-            else:
-                sigmas = schedule(smoothing, levels, dim, f"{role}ImagePyramidSmoothingSchedule")
-            sigmas = np.maximum(sigmas, 0.0)
-            rescale = np.maximum(rescale, 1.0)
-        if np.any(factors <= 0) and kind != "Smoothing":
-            raise ParameterError(f"{role}ImagePyramidSchedule: shrink factors must be positive")
-        return cls(kind, image, levels, factors, sigmas, rescale)
+class ImagePyramid:
+    """The images of one pyramid (role 'Fixed' or 'Moving') for every level; ``build`` reads its keys."""
+
+    elastix_name = ""
+    keys: tuple[Key, ...] = _SCHEDULE_KEYS
+
+    def __init__(self, role: str):
+        self.role = role
+
+    def _values(self, pm, name: str):
+        return pm.values(f"{self.role}{name}") or pm.values(name)
+
+    def build(self, image: Image, pm, levels: int) -> "ImagePyramid":
+        self.image, self.levels = image, levels
+        self.factors = schedule(self._values(pm, "ImagePyramidSchedule"), levels, image.dim,
+                                f"{self.role}ImagePyramidSchedule")
+        if np.any(self.factors <= 0) and not isinstance(self, SmoothingImagePyramid):
+            raise ParameterError(f"{self.role}ImagePyramidSchedule: shrink factors must be positive")
+        return self
 
     def level(self, l: int) -> Image:
-        f = self.factors[l]
-        image = self.image
-        if self.kind == "Smoothing":
-            return gaussian_smooth(image, 0.5 * f * image.grid.spacing)
-        if self.kind == "Recursive":
-            if np.all(f == 1) and l == self.levels - 1:
-                return image
-            smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
-            return resample_to_grid(smoothed, shrunk_grid(image.grid, f, centred=True))
-        if self.kind == "Shrinking":
-            return resample_to_grid(image, shrunk_grid(image.grid, f, centred=True))
-        sigma = self.sigmas[l]
-        smoothed = gaussian_smooth(image, sigma) if np.any(sigma > 0) else image
-        r = self.rescale[l]
-        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, shrunk_grid(image.grid, r, centred=False))
+        raise NotImplementedError
+
+
+class SmoothingImagePyramid(ImagePyramid):
+    """Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed)."""
+
+    def level(self, l: int) -> Image:
+        return gaussian_smooth(self.image, 0.5 * self.factors[l] * self.image.grid.spacing)
+
+
+class RecursiveImagePyramid(ImagePyramid):
+    """The smoothing pyramid's smoothing, then shrinking by the factor (centre-preserving grid)."""
+
+    def level(self, l: int) -> Image:
+        f, image = self.factors[l], self.image
+        if np.all(f == 1) and l == self.levels - 1:
+            return image
+        smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
+        return resample_to_grid(smoothed, shrunk_grid(image.grid, f, centred=True))
+
+
+class ShrinkingImagePyramid(ImagePyramid):
+    """Shrinking only."""
+
+    def level(self, l: int) -> Image:
+        return resample_to_grid(self.image, shrunk_grid(self.image.grid, self.factors[l], centred=True))
+
+
+class GenericImagePyramid(ImagePyramid):
+    """Sigma from ImagePyramidSmoothingSchedule (mm; default 0.5 * factor * spacing, 0 at a last level
+    of factor 1), then resampling by ImagePyramidRescaleSchedule (default: the schedule) on a
+    corner-aligned grid with linear interpolation."""
+
+    keys = _SCHEDULE_KEYS + (
+        Key("ImagePyramidRescaleSchedule", "float", None, "generic pyramid: rescale factors, levels x dimension", multi=True),
+        Key("FixedImagePyramidRescaleSchedule", "float", None, "generic pyramid: fixed rescale factors", multi=True),
+        Key("MovingImagePyramidRescaleSchedule", "float", None, "generic pyramid: moving rescale factors", multi=True),
+        Key("ImagePyramidSmoothingSchedule", "float", None, "generic pyramid: Gaussian sigma in mm, levels x dimension",
+            multi=True),
+        Key("FixedImagePyramidSmoothingSchedule", "float", None, "generic pyramid: fixed sigma in mm", multi=True),
+        Key("MovingImagePyramidSmoothingSchedule", "float", None, "generic pyramid: moving sigma in mm", multi=True),
+    )
+
+    def build(self, image: Image, pm, levels: int) -> "ImagePyramid":
+        super().build(image, pm, levels)
+        dim, factors = image.dim, self.factors
+        rescale = schedule(self._values(pm, "ImagePyramidRescaleSchedule"), levels, dim,
+                           f"{self.role}ImagePyramidRescaleSchedule", default=factors)
+        smoothing = self._values(pm, "ImagePyramidSmoothingSchedule")
+        if smoothing is None:
+            sigmas = 0.5 * factors * image.grid.spacing
+            if np.all(factors[-1] == 1):
+                sigmas[-1] = 0.0
+        else:
+            sigmas = schedule(smoothing, levels, dim, f"{self.role}ImagePyramidSmoothingSchedule")
+        self.sigmas = np.maximum(sigmas, 0.0)
+        self.rescale = np.maximum(rescale, 1.0)
+        return self
+
+    def level(self, l: int) -> Image:
+        sigma, r = self.sigmas[l], self.rescale[l]
+        smoothed = gaussian_smooth(self.image, sigma) if np.any(sigma > 0) else self.image
+        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, shrunk_grid(self.image.grid, r, centred=False))

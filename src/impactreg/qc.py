@@ -18,7 +18,7 @@ import torch
 
 from .files import atomic_write_text
 from .image import Image
-from .transformix import jacobian_determinant, resample
+from .warp import jacobian_determinant, resample
 from .transforms import Transform, TranslationTransform
 
 COLUMNS = ("fixed", "moving before", "moving after", "checkerboard", "fixed edges on after", "Jacobian determinant")

@@ -13,6 +13,7 @@ import torch
 from . import kernels
 from .errors import ImageError
 from .geometry import Grid
+from .keys import NO_EFFECT, Key
 
 SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
 
@@ -89,3 +90,60 @@ def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samp
         size = where.max(axis=0) - lo + 1
     step = max(1, int(np.floor((np.prod(size.astype(np.float64)) / max(number_of_samples, 1)) ** (1.0 / grid.dim) + 0.5)))
     return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype, grid_start=tuple(lo))
+
+
+# the ImageSampler components ---------------------------------------------------------------------
+
+_COMMON_KEYS = (
+    Key("NewSamplesEveryIteration", "bool", False, "draw new samples each iteration", per_level=True),
+    Key("MaximumNumberOfSamplingAttempts", "int", 0, "redraws allowed when too few samples are valid", per_level=True),
+    Key("RequiredRatioOfValidSamples", "float", 0.25, "minimum fraction of samples that must map inside the moving image",
+        per_level=True),
+    Key("CheckNumberOfSamples", "bool", True, "fail when too few samples are valid", per_level=True),
+)
+_RANDOM_KEYS = _COMMON_KEYS + (
+    Key("NumberOfSpatialSamples", "int", 5000, "samples per iteration (Random, RandomCoordinate)", per_level=True),
+    Key("UseRandomSampleRegion", "bool", False, NO_EFFECT, per_level=True),
+)
+
+
+class Sampler:
+    """An ImageSampler component: where in the fixed image the metrics are evaluated at one level."""
+
+    elastix_name = ""
+    keys: tuple[Key, ...] = _COMMON_KEYS
+    fixed_interpolation_order = 0  # how the fixed image is read at the samples
+
+    def begin_level(self, view, grid: Grid, mask: torch.Tensor | None, generator, device, dtype) -> None:
+        self.sampler = ImageSampler(self.elastix_name, grid, mask, view.get("NumberOfSpatialSamples"),
+                                    view.values("SampleGridSpacing") or [2], generator, device, dtype)
+        self.new_samples = False
+        self.required_ratio = view.get("RequiredRatioOfValidSamples") if view.get("CheckNumberOfSamples") else 0.0
+        self.attempts = view.get("MaximumNumberOfSamplingAttempts")
+
+    def sample(self) -> torch.Tensor:
+        return self.sampler.sample()
+
+
+class FullSampler(Sampler):
+    elastix_name = "Full"
+
+
+class GridSampler(Sampler):
+    elastix_name = "Grid"
+    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, or one per dimension)",
+                               multi=True),)
+
+
+class RandomSampler(Sampler):
+    elastix_name = "Random"
+    keys = _RANDOM_KEYS
+
+    def begin_level(self, view, grid, mask, generator, device, dtype) -> None:
+        super().begin_level(view, grid, mask, generator, device, dtype)
+        self.new_samples = view.get("NewSamplesEveryIteration")
+
+
+class RandomCoordinateSampler(RandomSampler):
+    elastix_name = "RandomCoordinate"
+    fixed_interpolation_order = 1

@@ -1,6 +1,2 @@
-"""Similarity metrics and penalties, by their elastix names."""
-from .intensity import INTENSITY_METRICS, MattesMutualInformation, MeanSquares, NormalizedCorrelation, NormalizedMutualInformation
-from .penalties import BendingEnergyPenalty
-
-__all__ = ["INTENSITY_METRICS", "MeanSquares", "NormalizedCorrelation", "MattesMutualInformation",
-           "NormalizedMutualInformation", "BendingEnergyPenalty"]
+"""Similarity metrics and penalties: ``protocol`` (the one metric protocol and the intensity chain
+rule), ``intensity``, ``penalties``, ``impact`` and ``distances`` (feature distances)."""

@@ -11,15 +11,34 @@ import torch
 
 from .. import kernels
 from ..interpolation import bspline_kernel, bspline_kernel_derivative
+from ..keys import NO_EFFECT, Key
+from .protocol import IntensityMetric, LevelContext
+
+# keys elastix's metrics accept that change nothing here
+_ELASTIX_ONLY = (
+    Key("UseFastAndLowMemoryVersion", "bool", True, NO_EFFECT, per_level=True),
+    Key("UseJacobianPreconditioning", "bool", False, NO_EFFECT, per_level=True),
+    Key("FiniteDifferenceDerivative", "bool", False, NO_EFFECT, per_level=True),
+    Key("ShowExactMetricValue", "bool", False, NO_EFFECT, per_level=True),
+)
 
 
-class MeanSquares:
+class MeanSquares(IntensityMetric):
     """AdvancedMeanSquares: mean (f - m)^2, optionally divided by the product of intensity ranges."""
 
     elastix_name = "AdvancedMeanSquares"
+    keys = (Key("UseNormalization", "bool", False, "MeanSquares: divide by the squared intensity range", per_level=True),
+            ) + _ELASTIX_ONLY
 
     def __init__(self, normalization: float = 1.0):
         self.normalization = normalization
+
+    def configure(self, context: LevelContext) -> None:
+        self.normalization = 1.0
+        if context.view.get("UseNormalization"):
+            fixed, moving = context.fixed.data, context.moving.data
+            span = float(fixed.max() - fixed.min()) * float(moving.max() - moving.min())
+            self.normalization = max(span, 1e-12)
 
     def __call__(self, f, m):
         return ((f - m) ** 2).mean() / self.normalization
@@ -30,13 +49,17 @@ class MeanSquares:
         return (diff * diff).sum() / (n * self.normalization), 2.0 * diff / (n * self.normalization)
 
 
-class NormalizedCorrelation:
+class NormalizedCorrelation(IntensityMetric):
     """AdvancedNormalizedCorrelation: -sum(f' m') / sqrt(sum f'^2 sum m'^2), primes = minus means."""
 
     elastix_name = "AdvancedNormalizedCorrelation"
+    keys = (Key("SubtractMean", "bool", True, "NormalizedCorrelation: subtract the means", per_level=True),) + _ELASTIX_ONLY
 
     def __init__(self, subtract_mean: bool = True):
         self.subtract_mean = subtract_mean
+
+    def configure(self, context: LevelContext) -> None:
+        self.subtract_mean = context.view.get("SubtractMean")
 
     def __call__(self, f, m):
         if self.subtract_mean:
@@ -155,13 +178,39 @@ def _xlogx_sum(p):
     return (p * torch.log(p.clamp_min(1e-16))).sum()
 
 
-class MattesMutualInformation:
+_HISTOGRAM_KEYS = (
+    Key("NumberOfHistogramBins", "int", 32, "Mattes MI / NMI: histogram bins", per_level=True),
+    Key("NumberOfFixedHistogramBins", "int", None, "Mattes MI: fixed-image bins (default NumberOfHistogramBins)", per_level=True),
+    Key("NumberOfMovingHistogramBins", "int", None, "Mattes MI: moving-image bins (default NumberOfHistogramBins)", per_level=True),
+    Key("FixedKernelBSplineOrder", "int", 0, "Mattes MI: fixed Parzen window B-spline order", per_level=True),
+    Key("MovingKernelBSplineOrder", "int", 3, "Mattes MI: moving Parzen window B-spline order", per_level=True),
+    Key("FixedLimitRangeRatio", "float", 0.01, "Mattes MI: fixed intensity range widening", per_level=True),
+    Key("MovingLimitRangeRatio", "float", 0.01, "Mattes MI: moving intensity range widening", per_level=True),
+) + _ELASTIX_ONLY
+
+
+def histogram_for_level(context: LevelContext) -> ParzenHistogram:
+    """The Parzen joint histogram over the intensity ranges of this level's images (fixed: inside its mask)."""
+    view, fixed, moving = context.view, context.fixed, context.moving
+    fvals = fixed.data[0][context.fixed_mask] if context.fixed_mask is not None else fixed.data[0]
+    bins = view.get("NumberOfHistogramBins")
+    return ParzenHistogram((float(fvals.min()), float(fvals.max())), (float(moving.data.min()), float(moving.data.max())),
+                           view.get("NumberOfFixedHistogramBins") or bins, view.get("NumberOfMovingHistogramBins") or bins,
+                           view.get("FixedKernelBSplineOrder"), view.get("MovingKernelBSplineOrder"),
+                           view.get("FixedLimitRangeRatio"), view.get("MovingLimitRangeRatio"))
+
+
+class MattesMutualInformation(IntensityMetric):
     """AdvancedMattesMutualInformation: -sum p(i,j) log(p(i,j) / (p_f(i) p_m(j)))."""
 
     elastix_name = "AdvancedMattesMutualInformation"
+    keys = _HISTOGRAM_KEYS
 
-    def __init__(self, histogram: ParzenHistogram):
+    def __init__(self, histogram: ParzenHistogram | None = None):
         self.histogram = histogram
+
+    def configure(self, context: LevelContext) -> None:
+        self.histogram = histogram_for_level(context)
 
     def __call__(self, f, m):
         return self._value(self.histogram.joint(f, m)[0])[0]
@@ -183,13 +232,17 @@ class MattesMutualInformation:
         return value, self.histogram.contract(dvalue_dp, parts, f.shape[0]).to(m.dtype)
 
 
-class NormalizedMutualInformation:
+class NormalizedMutualInformation(IntensityMetric):
     """NormalizedMutualInformation: -(H(f) + H(m)) / H(f, m)."""
 
     elastix_name = "NormalizedMutualInformation"
+    keys = _HISTOGRAM_KEYS
 
-    def __init__(self, histogram: ParzenHistogram):
+    def __init__(self, histogram: ParzenHistogram | None = None):
         self.histogram = histogram
+
+    def configure(self, context: LevelContext) -> None:
+        self.histogram = histogram_for_level(context)
 
     def __call__(self, f, m):
         p = self.histogram.joint(f, m)[0]
@@ -209,6 +262,3 @@ class NormalizedMutualInformation:
         dvalue_dp = torch.where(p > 1e-16, dvalue_dp, torch.zeros_like(p))
         return value, self.histogram.contract(dvalue_dp, parts, f.shape[0]).to(m.dtype)
 
-
-INTENSITY_METRICS = {c.elastix_name: c for c in (MeanSquares, NormalizedCorrelation, MattesMutualInformation,
-                                                 NormalizedMutualInformation)}

@@ -4,9 +4,10 @@ from __future__ import annotations
 import torch
 
 from ..transforms import BSplineTransform, CombinationTransform, Transform
+from .protocol import Metric, Samples
 
 
-def _spline_and_pullback(transform: Transform, points: torch.Tensor):
+def spline_and_pullback(transform: Transform, points: torch.Tensor):
     """(the optimised transform, where it is evaluated, the initial transform's Jacobian or None)."""
     if isinstance(transform, CombinationTransform) and transform.how == "Compose":
         return transform.current, transform.initial.map(points), transform.initial.spatial_jacobian(points)
@@ -15,32 +16,18 @@ def _spline_and_pullback(transform: Transform, points: torch.Tensor):
     return transform, points, None
 
 
-class BendingEnergyPenalty:
+def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor):
     """Mean over samples of sum_{k,i,j} (d^2 T_k / dx_i dx_j)^2 (zero for linear transforms).
 
     For a B-spline composed after a linear initial transform A, the Hessian is that of the
     B-spline at A(x) pulled back through A; a non-linear initial transform's own curvature is a
     constant of the optimisation and is not included.
-    """
 
-    elastix_name = "TransformBendingEnergyPenalty"
-
-    def __call__(self, transform: Transform, points: torch.Tensor, parameters: torch.Tensor):
-        current, at, pullback = _spline_and_pullback(transform, points)
-        if not isinstance(current, BSplineTransform):
-            return parameters.sum() * 0.0
-        hess = current.spatial_hessian(at, parameters)  # (N, D, D, D)
-        if pullback is not None:
-            hess = torch.einsum("nkab,nai,nbj->nkij", hess, pullback, pullback)
-        return (hess ** 2).sum(dim=(1, 2, 3)).mean()
-
-
-def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor):
-    """The penalty's value and its gradient w.r.t. the (current) B-spline coefficients in closed
+    The penalty's value and its gradient w.r.t. the (current) B-spline coefficients in closed
     form. With A = du/dx (times the initial transform's Jacobian when composed), the world Hessian
     is H = A^T H_u A and H_u is linear in the coefficients, so the gradient is the index-space
     weights contracted with A (2 H / N) A^T."""
-    current, at, pullback = _spline_and_pullback(transform, points)
+    current, at, pullback = spline_and_pullback(transform, points)
     grad = torch.zeros(current.number_of_parameters, dtype=points.dtype, device=points.device)
     if not isinstance(current, BSplineTransform):
         return 0.0, grad
@@ -59,3 +46,13 @@ def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor
     grad = grad.reshape(dim, -1)
     grad.index_add_(1, flat.reshape(-1), per_tap.reshape(dim, -1))
     return value, grad.reshape(-1)
+
+
+class BendingEnergyPenalty(Metric):
+    """TransformBendingEnergyPenalty at the sample points (as elastix evaluates it)."""
+
+    elastix_name = "TransformBendingEnergyPenalty"
+
+    def value_and_gradient(self, transform, samples: Samples):
+        value, gradient = bending_energy_value_and_gradient(transform, samples.points)
+        return value, gradient.to(torch.float64), samples.points.shape[0]

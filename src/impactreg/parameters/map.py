@@ -12,7 +12,8 @@ from pathlib import Path
 
 from ..errors import InputError, ParameterError
 from .parse import format_parameter_map, parse_parameter_text
-from .schema import Key, all_keys, lookup
+from ..keys import Key
+from .schema import all_keys, lookup
 
 _TRUE, _FALSE = ("true",), ("false",)
 

@@ -14,11 +14,73 @@ from dataclasses import dataclass
 
 import torch
 
-from ..errors import ParameterError
-from ..features.extractor import NORMALIZATIONS
-from .distances import DISTANCES
+from ...errors import ParameterError
+from ...features.extractor import NORMALIZATIONS
+from ...keys import Key
+from ..distances import DISTANCES
 
 MODES = ("Jacobian", "Static")
+
+# name: (default, doc). Documented family: one quoted string per level, a space-separated list with
+# one entry per model; sizes as "5*5*5". Each also exists as Fixed<name>/Moving<name> and in the
+# elastix family as Impact<name><level> / Impact{Fixed,Moving}<name><level>.
+PER_MODEL = {
+    "ModelsPath": (None, "TorchScript model path, hub name (e.g. TS/M730_2_Layers.pt) or built-in MIND/R<r>D<d>"),
+    "Dimension": (None, "dimension the model expects, 2 or 3 (default: the images' dimension)"),
+    "NumberOfChannels": ("1", "input channels the model expects (the image is replicated)"),
+    "PatchSize": ("5", "patch size in voxels, e.g. 5*5*5 (0*0*0 in Static mode: whole image)"),
+    "VoxelSize": ("1.5", "voxel size in mm at which features are extracted, e.g. 1.5*1.5*1.5"),
+    "LayersMask": ("1", "which output layers to use, e.g. 00000001"),
+    "Normalization": ("none", f"model input normalisation: {', '.join(NORMALIZATIONS)}"),
+}
+SHARED = {
+    "SubsetFeatures": ("32", "channels compared per sample, drawn at random each iteration (per model)"),
+    "LayersWeight": ("1", "weight of each selected layer"),
+    "PCA": ("0", "Static mode: principal components kept (0 = off), per model"),
+    "Distance": ("L2", f"feature distance per model: {', '.join(DISTANCES)}"),
+}
+GLOBAL = {
+    "Mode": ("Jacobian", "Jacobian (gradients through the model) or Static (feature maps computed once per level)",
+             "str", MODES),
+    "GPU": (-1, "GPU index for the models, -1 = CPU", "int", None),
+    "UseMixedPrecision": (False, "float16 autocast for the models on GPU", "bool", None),
+    "FeaturesMapUpdateInterval": (-1, "Static mode: recompute the moving feature maps every N iterations "
+                                      "(-1 = once per level)", "int", None),
+    "WriteFeatureMaps": ("false", "Static mode: folder for the resampled inputs and feature maps, or \"false\"", "str", None),
+    "FeatureMapOutputDirectory": (None, "Static mode: folder for the resampled inputs and feature maps", "str", None),
+}
+
+
+def _declare() -> tuple[Key, ...]:
+    keys = []
+    for name, (default, doc) in PER_MODEL.items():
+        keys.append(Key(name, "str", default, "IMPACT: " + doc, per_level=True))
+        for side in ("Fixed", "Moving"):
+            keys.append(Key(side + name, "str", None, f"IMPACT: {side.lower()}-image {doc} (default {name})", per_level=True))
+            keys.append(Key(f"Impact{side}{name}0", "str", None, f"IMPACT (elastix names), level <i>: {side.lower()}-image "
+                            f"{doc}", multi=True, pattern=rf"(?:Impact)?{side}{name}(\d+)"))
+        keys.append(Key(f"Impact{name}0", "str", default, "IMPACT (elastix names), level <i>: " + doc, multi=True,
+                        pattern=rf"Impact{name}(\d+)"))
+    for name, (default, doc) in SHARED.items():
+        keys.append(Key(name, "str", default, "IMPACT: " + doc, per_level=True))
+        keys.append(Key(f"Impact{name}0", "str", default, "IMPACT (elastix names), level <i>: " + doc, multi=True,
+                        pattern=rf"Impact{name}(\d+)"))
+    for name, (default, doc, kind, allowed) in GLOBAL.items():
+        keys.append(Key(name, kind, default, "IMPACT: " + doc, allowed, per_level=True))
+        keys.append(Key("Impact" + name, kind, default, "IMPACT (elastix names): " + doc, allowed, per_level=True))
+    return tuple(keys)
+
+
+KEYS = _declare()
+
+
+def _default(name: str) -> str | None:
+    """The declared default of a setting, as text."""
+    for table in (PER_MODEL, SHARED, GLOBAL):
+        if name in table:
+            default = table[name][0]
+            return None if default is None else str(default).lower() if isinstance(default, bool) else str(default)
+    return None
 
 
 @dataclass(frozen=True)
@@ -81,11 +143,12 @@ class _Reader:
             return documented, "documented"
         return self._elastix(name), "elastix"
 
-    def scalar(self, name: str, default: str) -> str:
+    def scalar(self, name: str) -> str | None:
         values = self.pm.values(name) or self.pm.values(f"Impact{name}")
         if values is None:
-            return default
-        return str(values[self.level] if self.level < len(values) else values[0])
+            return _default(name)
+        value = values[self.level] if self.level < len(values) else values[0]
+        return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 def _per_model(tokens: list[str], count: int, name: str) -> list[str]:
@@ -136,29 +199,29 @@ def _models(reader: _Reader, prefix: str, image_dim: int) -> list[ModelSettings]
         return None
     n = len(paths)
 
-    def tokens(name, default):
+    def tokens(name, default=None):
         values, family = reader.tokens(prefix + name)
         if values is None and prefix:
             values, family = reader.tokens(name)
-        return (values if values is not None else [default]), family
+        return (values if values is not None else [default or _default(name)]), family
 
     try:
         dims = [int(v) for v in _per_model(tokens("Dimension", str(image_dim))[0], n, "Dimension")]
-        channels = [int(v) for v in _per_model(tokens("NumberOfChannels", "1")[0], n, "NumberOfChannels")]
+        channels = [int(v) for v in _per_model(tokens("NumberOfChannels")[0], n, "NumberOfChannels")]
     except ValueError:
         raise ParameterError("IMPACT Dimension and NumberOfChannels take whole numbers") from None
     for d in dims:
         if d not in (2, 3) or d > image_dim:
             raise ParameterError(f"IMPACT Dimension {d}: a model must be 2D or 3D and not exceed the {image_dim}D images")
-    patch_tokens, family = tokens("PatchSize", "5")
+    patch_tokens, family = tokens("PatchSize")
     patch = _sizes(patch_tokens, family, dims, "PatchSize", lambda v: int(float(v)))
-    voxel_tokens, family = tokens("VoxelSize", "1.5")
+    voxel_tokens, family = tokens("VoxelSize")
     voxel = _sizes(voxel_tokens, family, dims, "VoxelSize", float)
-    masks = _per_model(tokens("LayersMask", "1")[0], n, "LayersMask")
+    masks = _per_model(tokens("LayersMask")[0], n, "LayersMask")
     for m in masks:
         if not re.fullmatch(r"[01]+", m) or "1" not in m:
             raise ParameterError(f"IMPACT LayersMask {m!r}: a string of 0 and 1 with at least one 1 (one digit per model layer)")
-    norms = _per_model(tokens("Normalization", "none")[0], n, "Normalization")
+    norms = _per_model(tokens("Normalization")[0], n, "Normalization")
     for v in norms:
         if v not in NORMALIZATIONS:
             raise ParameterError(f"IMPACT Normalization {v!r}: use one of {', '.join(NORMALIZATIONS)}")
@@ -187,12 +250,12 @@ def impact_level(pm, level: int, image_dim: int, device: torch.device) -> Impact
     distances, _ = reader.tokens("Distance")
     weights, _ = reader.tokens("LayersWeight")
     try:
-        subset = [int(v) for v in _per_model(subset or ["32"], n, "SubsetFeatures")]
-        pca = [int(v) for v in _per_model(pca or ["0"], n, "PCA")]
-        flat_weights = [float(v) for v in (weights or ["1"])]
+        subset = [int(v) for v in _per_model(subset or [_default("SubsetFeatures")], n, "SubsetFeatures")]
+        pca = [int(v) for v in _per_model(pca or [_default("PCA")], n, "PCA")]
+        flat_weights = [float(v) for v in (weights or [_default("LayersWeight")])]
     except ValueError:
         raise ParameterError("IMPACT SubsetFeatures and PCA take whole numbers, LayersWeight numbers") from None
-    distances = _per_model(distances or ["L2"], n, "Distance")
+    distances = _per_model(distances or [_default("Distance")], n, "Distance")
     for d in distances:
         if d not in DISTANCES:
             raise ParameterError(f"IMPACT Distance {d!r}: use one of {', '.join(DISTANCES)}")
@@ -207,17 +270,17 @@ def impact_level(pm, level: int, image_dim: int, device: torch.device) -> Impact
     for c in counts:
         layer_weights.append(flat_weights[i:i + c])
         i += c
-    mode = reader.scalar("Mode", "Jacobian")
+    mode = reader.scalar("Mode")
     if mode not in MODES:
         raise ParameterError(f"IMPACT Mode {mode!r}: use Jacobian or Static")
     try:
-        gpu = int(float(reader.scalar("GPU", "-1")))
-        interval = int(float(reader.scalar("FeaturesMapUpdateInterval", "-1")))
+        gpu = int(float(reader.scalar("GPU")))
+        interval = int(float(reader.scalar("FeaturesMapUpdateInterval")))
     except ValueError:
         raise ParameterError("IMPACT GPU and FeaturesMapUpdateInterval take whole numbers") from None
     if device.type == "cpu" and gpu >= 0 and torch.cuda.is_available():
         device = torch.device(f"cuda:{gpu}")
-    mixed = reader.scalar("UseMixedPrecision", "false").lower() == "true"
-    out_dir = reader.scalar("FeatureMapOutputDirectory", "") or reader.scalar("WriteFeatureMaps", "false")
+    mixed = reader.scalar("UseMixedPrecision").lower() == "true"
+    out_dir = reader.scalar("FeatureMapOutputDirectory") or reader.scalar("WriteFeatureMaps")
     out_dir = None if out_dir.lower() in ("false", "") else (None if out_dir.lower() == "true" else out_dir)
     return ImpactLevel(fixed, moving, subset, pca, distances, layer_weights, mode, device, mixed, interval, out_dir)

@@ -1,0 +1,44 @@
+"""What both IMPACT modes share at one resolution level: the settings, the loaded models and the
+images they look at."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ...features.extractor import FeatureExtractor, image_stats
+from ...image import Image
+from ...interpolation import Interpolator
+from .config import ImpactLevel
+
+
+@dataclass
+class ImpactInputs:
+    config: ImpactLevel
+    fixed_models: list[FeatureExtractor]
+    moving_models: list[FeatureExtractor]
+    fixed: Image
+    moving: Image
+    moving_mask: Interpolator | None
+    order: int  # interpolation order of images and feature maps
+    generator: torch.Generator
+    device: torch.device  # where points and transforms live
+
+    def __post_init__(self):
+        self.model_device = self.config.device
+        self.fixed_stats = image_stats(self.fixed.data).to(self.model_device)
+        self.moving_stats = image_stats(self.moving.data).to(self.model_device)
+        self.fixed_direction = torch.tensor(np.round(self.fixed.grid.direction), dtype=torch.int64)
+        self.moving_direction = torch.tensor(np.round(self.moving.grid.direction), dtype=torch.int64)
+
+    def subset(self, channels: int, wanted: int) -> torch.Tensor:
+        """The channels compared this evaluation: all, or ``wanted`` drawn at random."""
+        if wanted <= 0 or wanted >= channels:
+            return torch.arange(channels, device=self.model_device)
+        return torch.randperm(channels, generator=self.generator)[:wanted].to(self.model_device)
+
+    def autocast(self):
+        if self.config.mixed_precision and self.model_device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.float16)
+        return torch.autocast("cpu", enabled=False)

@@ -1,0 +1,105 @@
+"""IMPACT Static mode: each level, both images are resampled to VoxelSize and the model runs once
+(tiled when PatchSize is not 0); the selected layers become multi-channel images sampled at x and
+T(x) every iteration, with the registration's interpolator (BSplineInterpolationOrder: 1 linear,
+3 cubic). With FeaturesMapUpdateInterval N > 0 the moving maps are recomputed after every N-th
+optimiser iteration from the moving image warped by the current transform T_r into fixed space,
+and then sampled at x + J_r(x)^-1 (T(x) - T_r(x)), so T is not applied twice.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from ...interpolation import Interpolator
+from ...warp import resample
+from ..distances import DISTANCES
+from .features import check_layers_mask, image_feature_maps, principal_directions, project, write_maps
+from .level import ImpactInputs
+
+
+class StaticMode:
+    def __init__(self, inputs: ImpactInputs, level: int):
+        self.inputs = x = inputs
+        self.level = level
+        self.out_dir = Path(x.config.feature_map_dir) if x.config.feature_map_dir else None
+        self.fixed_maps, self.moving_maps, self.projections = [], [], []
+        self.reference = None
+        self.update_due = False
+        for k, (s, model) in enumerate(zip(x.config.fixed, x.fixed_models)):
+            resampled, maps = image_feature_maps(model, x.fixed, s, x.fixed_stats, x.model_device)
+            check_layers_mask(model, s, None)
+            projections = [principal_directions(m, x.config.pca[k]) for m in maps]
+            self.projections.append(projections)
+            maps = [project(m, pr) for m, pr in zip(maps, projections)]
+            self.fixed_maps.append([Interpolator(m, order=x.order, device=x.device) for m in maps])
+            if self.out_dir is not None:
+                write_maps(self.out_dir, "Fixed", level, k, s, resampled, maps)
+        self._compute_moving_maps(None, self.out_dir)
+
+    def _compute_moving_maps(self, transform, out_dir=None):
+        """Moving feature maps; with a reference transform, of the moving image warped into fixed space."""
+        x = self.inputs
+        self.moving_maps = []
+        source = x.moving
+        if transform is not None:
+            source = resample(x.moving, transform, x.fixed.grid, order=3, default=float(x.moving.data.min()), device=x.device)
+        for k, (s, model) in enumerate(zip(x.config.moving, x.moving_models)):
+            resampled, maps = image_feature_maps(model, source, s, x.moving_stats, x.model_device)
+            maps = [project(m, pr) for m, pr in zip(maps, self.projections[k])]
+            self.moving_maps.append([Interpolator(m, order=x.order, device=x.device) for m in maps])
+            if out_dir is not None:
+                write_maps(out_dir, "Moving", self.level, k, s, resampled, maps)
+        self.reference = transform
+
+    def end_iteration(self, iteration: int) -> None:
+        interval = self.inputs.config.update_interval
+        if interval > 0 and (iteration + 1) % interval == 0:
+            self.update_due = True
+
+    def value_and_gradient(self, transform, points: torch.Tensor):
+        x = self.inputs
+        if self.update_due:
+            self._compute_moving_maps(transform.with_parameters(transform.parameters.detach().clone()))
+            self.update_due = False
+        mapped = transform.map(points)
+        where = mapped
+        pullback = None
+        if self.reference is not None:  # maps of the warped moving image live in fixed space
+            reference_map = self.reference.map(points)
+            inverse = torch.linalg.inv(self.reference.spatial_jacobian(points))
+            where = points + (inverse @ (mapped - reference_map).unsqueeze(-1)).squeeze(-1)
+            pullback = inverse
+        total = 0.0
+        d_points = torch.zeros_like(points)
+        valid = torch.ones(points.shape[0], dtype=torch.bool, device=x.device)
+        samples = []
+        for k in range(len(x.config.fixed)):
+            for fixed_interp, moving_interp in zip(self.fixed_maps[k], self.moving_maps[k]):
+                f = fixed_interp(points)
+                m = moving_interp(where, gradient=True)
+                valid = valid & f.inside & m.inside
+                samples.append((k, f, m))
+        if x.moving_mask is not None:
+            valid = valid & (x.moving_mask(mapped).values[:, 0] > 0)
+        n_valid = int(valid.sum())
+        if n_valid < 2:
+            return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=x.device), n_valid
+        index = 0
+        for k in range(len(x.config.fixed)):
+            distance = DISTANCES[x.config.distances[k]]
+            for w in x.config.layer_weights[k]:
+                _, f, m = samples[index]
+                index += 1
+                subset = x.subset(f.values.shape[1], x.config.subset_features[k]).to(x.device)
+                fv = f.values[valid][:, subset]
+                mv = m.values[valid][:, subset].detach().requires_grad_(True)
+                value = w * distance(fv, mv)
+                dm, = torch.autograd.grad(value, mv)
+                total += float(value.detach())
+                contribution = (dm[:, :, None] * m.gradients[valid][:, subset]).sum(1)  # (n, D)
+                d_points[valid] += contribution
+        if pullback is not None:
+            d_points = (pullback.transpose(1, 2) @ d_points.unsqueeze(-1)).squeeze(-1)
+        grad = transform.parameter_gradient(points, d_points).to(torch.float64)
+        return total, grad, n_valid

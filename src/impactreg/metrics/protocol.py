@@ -1,0 +1,132 @@
+"""The one metric protocol, and the chain rule the intensity metrics share.
+
+Every metric and penalty is a component (installed by its elastix name in ``components.py``):
+
+    metric.begin_level(context)                      # read keys, load models, build what the level needs
+    value, gradient, valid = metric.value_and_gradient(transform, samples)
+    metric.end_iteration(iteration)                  # after the optimiser's step of that iteration
+
+``value`` is a float (lower is better), ``gradient`` d value / d transform parameters (P,) in
+float64, ``valid`` the number of samples that counted. The engine's cost is the weighted sum of
+its metrics; it never asks which kind it holds. Constructors take no arguments and do no I/O.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..image import Image
+from ..interpolation import Interpolator
+from ..keys import Key, LevelView
+
+
+@dataclass
+class LevelContext:
+    """What a metric sees at the start of a resolution level (images are this level's pyramid images)."""
+
+    view: LevelView
+    fixed: Image
+    moving: Image
+    fixed_mask: torch.Tensor | None  # bool, on the fixed level grid, torch order
+    moving_mask: Image | None
+    interpolation_order: int  # the moving-image interpolator's order (Interpolator component)
+    generator: torch.Generator
+    device: torch.device
+    base: Path | None = None  # folder of the parameter file, for relative model paths
+    _shared: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def level(self) -> int:
+        return self.view.level
+
+    def moving_interpolator(self) -> Interpolator:
+        """The moving image's interpolator of this level (one, shared by the metrics)."""
+        if "moving" not in self._shared:
+            self._shared["moving"] = Interpolator(self.moving, order=self.interpolation_order, device=self.device,
+                                                  dtype=torch.float32)
+        return self._shared["moving"]
+
+    def moving_mask_interpolator(self) -> Interpolator | None:
+        if self.moving_mask is None:
+            return None
+        if "mask" not in self._shared:
+            self._shared["mask"] = Interpolator(self.moving_mask, order=0, device=self.device, dtype=torch.float32)
+        return self._shared["mask"]
+
+
+@dataclass
+class Samples:
+    """One draw of fixed-space sample points (N, D) in mm, with the fixed image's values there (N,).
+
+    Metrics that sample the moving image at the same mapped points share one evaluation per
+    transform through ``moving``.
+    """
+
+    points: torch.Tensor
+    fixed_values: torch.Tensor
+    _cache: dict = field(default_factory=dict, repr=False)
+
+    def moving(self, transform, interpolator: Interpolator, mask: Interpolator | None):
+        """(mapped points, moving samples with gradients, valid bool (N,)) for ``transform``."""
+        key = (id(transform), id(interpolator), id(mask))
+        hit = self._cache.get(key)
+        if hit is not None and hit[0] is transform:
+            return hit[1]
+        mapped = transform.map(self.points)
+        sampled = interpolator(mapped, gradient=True)
+        valid = sampled.inside
+        if mask is not None:
+            valid = valid & (mask(mapped).values[:, 0] > 0)
+        self._cache = {key: (transform, (mapped, sampled, valid))}
+        return mapped, sampled, valid
+
+
+class Metric:
+    """Base of every metric and penalty component."""
+
+    elastix_name = ""
+    keys: tuple[Key, ...] = ()
+
+    def begin_level(self, context: LevelContext) -> None:
+        pass
+
+    def value_and_gradient(self, transform, samples: Samples) -> tuple[float, torch.Tensor, int]:
+        raise NotImplementedError
+
+    def end_iteration(self, iteration: int) -> None:
+        pass
+
+
+class IntensityMetric(Metric):
+    """A metric of fixed and moving intensities at the samples. Subclasses give the value and
+    d value / d m in closed form (``value_and_derivative(f, m)``); it is chained here, once for all of
+    them, with the moving-image gradient at T(x) and the transform's parameter Jacobian, as elastix does.
+    """
+
+    def begin_level(self, context: LevelContext) -> None:
+        self.moving_interpolator = context.moving_interpolator()
+        self.moving_mask = context.moving_mask_interpolator()
+        self.configure(context)
+
+    def configure(self, context: LevelContext) -> None:
+        """Read this metric's keys for the level."""
+
+    def value_and_derivative(self, f: torch.Tensor, m: torch.Tensor):
+        raise NotImplementedError
+
+    def value_and_gradient(self, transform, samples: Samples):
+        points = samples.points
+        _, sampled, valid = samples.moving(transform, self.moving_interpolator, self.moving_mask)
+        n_valid = int(valid.sum())
+        if n_valid < 2:
+            return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=points.device), n_valid
+        all_valid = n_valid == points.shape[0]
+        f = samples.fixed_values if all_valid else samples.fixed_values[valid]
+        m = sampled.values[:, 0] if all_valid else sampled.values[valid, 0]
+        value, dv_dm = self.value_and_derivative(f, m)
+        if not all_valid:  # invalid samples contribute nothing; keep full-size arrays for the cached support
+            dv_dm = torch.zeros(points.shape[0], dtype=m.dtype, device=m.device).index_put_((valid.nonzero()[:, 0],), dv_dm)
+        d_points = dv_dm[:, None] * sampled.gradients[:, 0]
+        return float(value), transform.parameter_gradient(points, d_points).to(torch.float64), n_valid
