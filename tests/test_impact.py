@@ -273,3 +273,27 @@ def test_feature_map_update_does_not_apply_the_transform_twice(smooth_model):
     assert aligned < 0.1 * misaligned  # sampled at x, not at T(x) a second time
     nudged = evaluate(metric, TranslationTransform(2, [2.6, -1.0]), points)[1]
     assert nudged[0] > 0  # the gradient points back to the truth
+
+
+def test_feature_maps_are_updated_at_optimiser_iterations_only(monkeypatch):
+    """FeaturesMapUpdateInterval counts optimiser iterations, not metric evaluations: ASGD's automatic
+    step-size estimation evaluates the metric too, and must not move the update schedule."""
+    from impactreg.metrics.impact.static import StaticMode
+
+    updates, seen = [], []
+    original = StaticMode._compute_moving_maps
+
+    def spy(self, transform, out_dir=None):
+        if transform is not None:
+            updates.append(len(seen))  # the iteration whose evaluation triggered the update
+        return original(self, transform, out_dir)
+
+    monkeypatch.setattr(StaticMode, "_compute_moving_maps", spy)
+    pm = {"Transform": "TranslationTransform", "Metric": "Impact", "NumberOfResolutions": 1,
+          "MaximumNumberOfIterations": 7, "NumberOfSpatialSamples": 300, "AutomaticParameterEstimation": "true",
+          "NumberOfGradientMeasurements": 3, "WriteResultImage": "false", "ImpactModelsPath0": "MIND/R1D2",
+          "ImpactDimension0": 2, "ImpactPatchSize0": [0, 0], "ImpactVoxelSize0": [1, 1], "ImpactMode": "Static",
+          "ImpactFeaturesMapUpdateInterval": 3}
+    register(blobs(6), blobs(6, shift=(1.0, 0.5)), pm, seed=3, callbacks=[lambda info: seen.append(info.iteration)])
+    assert seen == list(range(7))
+    assert updates == [3, 6]

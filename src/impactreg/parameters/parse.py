@@ -1,5 +1,5 @@
 """The elastix parameter text syntax: ``(Key value value ...)`` entries, ``//`` comments,
-double-quoted strings and bare numbers. Values are kept as strings, in order; a ParameterMap is
+double-quoted strings and bare numbers. Values are kept as strings, in order; a RawParameters is
 an ordered ``dict[str, list[str]]``.
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ from pathlib import Path
 from ..errors import InputError, ParameterError
 from ..files import atomic_write_text
 
-ParameterMap = dict
+RawParameters = dict  # key -> its values as strings, in file order
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*$")
 _NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$")
@@ -48,9 +48,9 @@ def _tokens(body: str, where: str) -> list[str]:
     return tokens
 
 
-def parse_parameter_text(text: str, source: str = "<text>") -> ParameterMap:
+def parse_parameter_text(text: str, source: str = "<text>") -> RawParameters:
     """Parse elastix parameter text. A repeated key keeps its last value, as elastix does."""
-    result: ParameterMap = {}
+    result: RawParameters = {}
     pending, start_line = "", 0
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw).strip()
@@ -81,7 +81,7 @@ def parse_parameter_text(text: str, source: str = "<text>") -> ParameterMap:
     return result
 
 
-def read_parameter_file(path: str | os.PathLike) -> ParameterMap:
+def read_parameter_file(path: str | os.PathLike) -> RawParameters:
     p = Path(path)
     if not p.is_file():
         raise InputError(f"{path}: no such parameter file; check the path")
@@ -107,7 +107,7 @@ def format_value(value) -> str:
     return text if is_number(text) else f'"{text}"'
 
 
-def format_parameter_map(parameters: ParameterMap, sections: dict[str, list[str]] | None = None) -> str:
+def format_parameter_map(parameters: RawParameters, sections: dict[str, list[str]] | None = None) -> str:
     """elastix text: one (Key values) per line; ``sections`` groups keys under // headings."""
     lines, done = [], set()
     groups = [(None, [k for k in parameters if not sections or all(k not in ks for ks in sections.values())])]
@@ -128,5 +128,5 @@ def format_parameter_map(parameters: ParameterMap, sections: dict[str, list[str]
     return "\n".join(lines).lstrip("\n") + "\n"
 
 
-def write_parameter_file(parameters: ParameterMap, path: str | os.PathLike, sections=None) -> Path:
+def write_parameter_file(parameters: RawParameters, path: str | os.PathLike, sections=None) -> Path:
     return atomic_write_text(path, format_parameter_map(parameters, sections))

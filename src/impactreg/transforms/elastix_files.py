@@ -17,7 +17,7 @@ import torch
 from ..errors import TransformFileError
 from ..files import atomic_write_text
 from ..geometry import Grid
-from ..parameters.parse import ParameterMap, format_parameter_map, parse_parameter_text
+from ..parameters.parse import RawParameters, format_parameter_map, parse_parameter_text
 from .base import Transform
 from .bspline import BSplineTransform
 from .combination import COMBINATIONS, CombinationTransform
@@ -49,7 +49,7 @@ class TransformFile:
     path: Path
     transform: Transform
     grid: Grid
-    parameters: ParameterMap = field(repr=False)
+    keys: "ElastixKeys" = field(repr=False)
 
     @property
     def interpolation_order(self) -> int:
@@ -81,15 +81,10 @@ class TransformFile:
         return self._get("CompressResultImage", "false").lower() == "true"
 
     def _get(self, key: str, default: str) -> str:
-        values = self.parameters.get(key)
-        return values[0] if values else default
+        return self.keys.text(key, default)
 
     def _number(self, key: str, default: float) -> float:
-        value = self._get(key, str(default))
-        try:
-            return float(value)
-        except ValueError:
-            raise TransformFileError(f"{self.path}: ({key} {value}) is not a number") from None
+        return float(self.keys.numbers(key, 1, default=[default])[0])
 
 
 def read_transform_file(path: str | os.PathLike) -> TransformFile:
@@ -108,7 +103,7 @@ def _read(path: Path, depth: int) -> TransformFile:
         raise TransformFileError(f"{path}: not a text file; give an elastix TransformParameters.N.txt") from None
     except Exception as exc:  # ParameterError from the parser: re-label as a transform-file problem
         raise TransformFileError(str(exc)) from None
-    reader = _Keys(path, params)
+    reader = ElastixKeys(path, params)
     transform = _transform_from(reader)
     grid = _output_grid(reader)
     initial_name = reader.text("InitialTransformParameterFileName", NO_INITIAL, alt="InitialTransformParametersFileName")
@@ -121,7 +116,7 @@ def _read(path: Path, depth: int) -> TransformFile:
         if how not in COMBINATIONS:
             raise TransformFileError(f"{path}: HowToCombineTransforms {how!r} is not one of {', '.join(COMBINATIONS)}")
         transform = CombinationTransform(initial.transform, transform, how)
-    return TransformFile(path, transform, grid, params)
+    return TransformFile(path, transform, grid, reader)
 
 
 def _resolve_initial(path: Path, name: str) -> Path:
@@ -136,10 +131,10 @@ def _resolve_initial(path: Path, name: str) -> Path:
                              f"put that file next to it or fix the path")
 
 
-class _Keys:
-    """Typed access to one file's keys, with errors naming the file and key."""
+class ElastixKeys:
+    """Typed access to the keys of one transform parameter file, with errors naming the file and key."""
 
-    def __init__(self, path: Path, params: ParameterMap):
+    def __init__(self, path: Path, params: RawParameters):
         self.path, self.params = path, params
 
     def has(self, key: str) -> bool:
@@ -185,7 +180,7 @@ class _Keys:
         return self.text("UseDirectionCosines", "true").lower() == "true"
 
 
-def _output_grid(keys: _Keys) -> Grid:
+def _output_grid(keys: ElastixKeys) -> Grid:
     dim = keys.dimension()
     size = keys.numbers("Size", dim)
     if np.any(size < 1) or np.any(size != np.round(size)):
@@ -205,7 +200,7 @@ def _output_grid(keys: _Keys) -> Grid:
     return grid
 
 
-def _transform_from(keys: _Keys) -> Transform:
+def _transform_from(keys: ElastixKeys) -> Transform:
     name = keys.text("Transform")
     if name not in SUPPORTED:
         raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(SUPPORTED)}")
@@ -256,12 +251,12 @@ def _transform_from(keys: _Keys) -> Transform:
 
 def transform_parameter_map(transform: Transform, grid: Grid, initial_file: str | os.PathLike | None = None,
                             how: str = "Compose", resample: dict | None = None,
-                            pixel_type: str = "float") -> ParameterMap:
+                            pixel_type: str = "float") -> RawParameters:
     """The keys elastix writes for one (non-combined) transform whose output grid is ``grid``."""
     if isinstance(transform, CombinationTransform):
         raise ValueError("write a CombinationTransform with write_transform_chain")
     dim = transform.dim
-    params: ParameterMap = {}
+    params: RawParameters = {}
     if isinstance(transform, MatrixTransform) and not isinstance(transform, TranslationTransform):
         params["CenterOfRotationPoint"] = _floats(transform.center)
     if isinstance(transform, EulerTransform) and dim == 3:
