@@ -13,11 +13,10 @@ import numpy as np
 import torch
 
 import impactreg
-from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice
+from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice, target_registration_errors
 from impactreg.image import Image, write_image
 from impactreg.parameters import format_parameter_map
 from impactreg.registration import register
-from impactreg.synthetic import target_registration_error
 from impactreg.transformix import map_points, resample
 from impactreg.transforms import Transform, TranslationTransform
 from impactreg.transforms.elastix_files import read_transform_file
@@ -37,7 +36,7 @@ def write_maps(maps: list[dict], folder: Path) -> list[Path]:
 # scoring ----------------------------------------------------------------------------------------
 
 def tre_scores(case, transform: Transform) -> dict:
-    tre = target_registration_error(transform, case.truth, case.landmarks)
+    tre = target_registration_errors(transform, case.landmarks, map_points(case.truth, case.landmarks))
     return {"tre_points": tre.tolist(), "tre": float(tre.mean()), "tre90": float(np.percentile(tre, 90))}
 
 

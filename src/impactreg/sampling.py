@@ -13,8 +13,7 @@ import torch
 from . import kernels
 from .errors import ImageError
 from .geometry import Grid
-
-SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
+from .parameters.schema import SAMPLERS
 
 
 class ImageSampler:
@@ -45,10 +44,6 @@ class ImageSampler:
         self._sizes = torch.tensor(sizes, device=self.device)
         self._i2w = torch.tensor(grid.index_to_world_matrix, dtype=dtype, device=self.device)
         self._origin = torch.tensor(np.array(grid.origin), dtype=dtype, device=self.device)
-
-    @property
-    def number_of_candidates(self) -> int:
-        return self._candidates.numel()
 
     def _indices(self, flat: torch.Tensor) -> torch.Tensor:
         return (flat[:, None] // self._strides) % self._sizes

@@ -1,6 +1,6 @@
-"""Similarity metrics and penalties, by their elastix names."""
-from .intensity import INTENSITY_METRICS, MattesMutualInformation, MeanSquares, NormalizedCorrelation, NormalizedMutualInformation
+"""Similarity metrics and penalties (elastix's intensity metrics and the bending-energy penalty)."""
+from .intensity import MattesMutualInformation, MeanSquares, NormalizedCorrelation, NormalizedMutualInformation
 from .penalties import BendingEnergyPenalty
 
-__all__ = ["INTENSITY_METRICS", "MeanSquares", "NormalizedCorrelation", "MattesMutualInformation",
+__all__ = ["MeanSquares", "NormalizedCorrelation", "MattesMutualInformation",
            "NormalizedMutualInformation", "BendingEnergyPenalty"]

@@ -18,14 +18,13 @@ from ..errors import TransformFileError
 from ..files import atomic_write_text
 from ..geometry import Grid
 from ..parameters.parse import ParameterMap, format_parameter_map, parse_parameter_text
+from ..parameters.schema import TRANSFORM_NAMES
 from .base import Transform
 from .bspline import BSplineTransform
 from .combination import COMBINATIONS, CombinationTransform
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
 
 NO_INITIAL = "NoInitialTransform"
-SUPPORTED = ("TranslationTransform", "EulerTransform", "SimilarityTransform", "AffineTransform",
-             "BSplineTransform", "RecursiveBSplineTransform")
 RESAMPLE_INTERPOLATORS = {"FinalNearestNeighborInterpolator": 0, "FinalLinearInterpolator": 1,
                           "FinalBSplineInterpolator": None, "FinalBSplineInterpolatorFloat": None}
 MAX_CHAIN = 64
@@ -142,9 +141,6 @@ class _Keys:
     def __init__(self, path: Path, params: ParameterMap):
         self.path, self.params = path, params
 
-    def has(self, key: str) -> bool:
-        return key in self.params
-
     def text(self, key: str, default: str | None = None, alt: str | None = None) -> str:
         values = self.params.get(key) or (self.params.get(alt) if alt else None)
         if not values:
@@ -207,8 +203,8 @@ def _output_grid(keys: _Keys) -> Grid:
 
 def _transform_from(keys: _Keys) -> Transform:
     name = keys.text("Transform")
-    if name not in SUPPORTED:
-        raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(SUPPORTED)}")
+    if name not in TRANSFORM_NAMES:
+        raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(TRANSFORM_NAMES)}")
     dim = keys.dimension()
     params = keys.numbers("TransformParameters")
     declared = keys.numbers("NumberOfParameters", 1, default=[params.size])[0]
