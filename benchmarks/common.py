@@ -1,4 +1,9 @@
-"""Running impactreg and elastix (itk-elastix) side by side on a case, and scoring the results."""
+"""What the benchmarks share: the parameter maps (Mattes MI stages, IMPACT configurations), running
+impactreg and elastix (itk-elastix) side by side on a case, the warm-up, scoring and reporting.
+
+The scripts (engine_benchmark.py, impact_benchmark.py, suite.py) import this module and cases.py,
+never each other.
+"""
 from __future__ import annotations
 
 import atexit
@@ -7,22 +12,93 @@ import platform
 import shutil
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 import impactreg
-from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice
+from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice, target_registration_errors
 from impactreg.image import Image, write_image
 from impactreg.parameters import format_parameter_map
 from impactreg import register
-from impactreg.synthetic import target_registration_error
 from impactreg.warp import map_points, resample
 from impactreg.transforms import Transform, TranslationTransform
 from impactreg.transforms.elastix_files import read_transform_file
 
+from cases import DATA, Case
+
 RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# parameter maps ---------------------------------------------------------------------------------
+
+def mi_maps(iterations: int) -> list[dict]:
+    """The engine benchmark's maps: affine then B-spline, Mattes MI, 4 levels, 2000 random-coordinate samples."""
+    common = {
+        "Registration": "MultiResolutionRegistration", "Metric": "AdvancedMattesMutualInformation",
+        "NumberOfHistogramBins": 32, "Optimizer": "AdaptiveStochasticGradientDescent",
+        "AutomaticParameterEstimation": "true", "NumberOfResolutions": 4, "MaximumNumberOfIterations": iterations,
+        "ImageSampler": "RandomCoordinate", "NumberOfSpatialSamples": 2000, "NewSamplesEveryIteration": "true",
+        "Interpolator": "BSplineInterpolator", "BSplineInterpolationOrder": 1,
+        "FixedImagePyramid": "FixedSmoothingImagePyramid", "MovingImagePyramid": "MovingSmoothingImagePyramid",
+        "ResampleInterpolator": "FinalBSplineInterpolator", "FinalBSplineInterpolationOrder": 3,
+        "WriteResultImage": "false", "RandomSeed": 1234,
+    }
+    affine = dict(common, Transform="AffineTransform", AutomaticTransformInitialization="true",
+                  AutomaticScalesEstimation="true")
+    spline = dict(common, Transform="BSplineTransform", FinalGridSpacingInPhysicalUnits=16)
+    return [affine, spline]
+
+
+VOXELS = ["6 6 6", "4 4 4", "3 3 3", "2 2 2"]  # IMPACT voxel sizes (mm) per resolution level
+
+
+def impact_spline_stage(iterations: int, samples: int, model: str, mode: str, patch: int, normalization: str,
+                        order: int = 3) -> dict:
+    """The B-spline stage of ``mi_maps`` with IMPACT; ``order`` interpolates the Jacobian patches or
+    Static feature maps."""
+    spline = dict(mi_maps(iterations)[1], Metric="Impact", NumberOfSpatialSamples=samples,
+                  BSplineInterpolationOrder=order, NumberOfSamplesForExactGradient=samples)
+    spline.update({"ImpactModelsPath0": model, "ImpactPatchSize0": [patch] * 3, "ImpactLayersMask0": "1",
+                   "ImpactSubsetFeatures0": 32, "ImpactDistance0": "L2", "ImpactMode": mode,
+                   "ImpactNormalization0": normalization})
+    for level, voxel in enumerate(VOXELS):
+        spline[f"ImpactVoxelSize{level}"] = voxel.split()
+    return spline
+
+
+def impact_configs(iterations: int, samples: int) -> dict[str, dict]:
+    """The IMPACT configurations of the IMPACT benchmark and the suite, by name."""
+    m730 = str(DATA / "models" / "M730_1_Layers.pt")
+    return {
+        # MIND Static with linear feature-map interpolation (cheap per iteration); M730 needs cubic
+        "mind-static": impact_spline_stage(iterations, samples, "MIND/R1D2", "Static", 0, "none", order=1),
+        "mind-jacobian": impact_spline_stage(iterations, samples, "MIND/R1D2", "Jacobian", 7, "none"),
+        "m730-jacobian": impact_spline_stage(iterations, samples, m730, "Jacobian", 5, "zscore"),
+        "m730-static": impact_spline_stage(iterations, samples, m730, "Static", 0, "zscore"),
+    }
+
+
+@dataclass(frozen=True)
+class Settings:
+    iterations: int  # per level, MI stages and IMPACT Static
+    jacobian_iterations: int  # per level, IMPACT Jacobian
+    samples: int  # per iteration, every stage
+
+
+DEFAULT = Settings(iterations=250, jacobian_iterations=10, samples=2000)
+QUICK = Settings(iterations=5, jacobian_iterations=2, samples=500)
+
+
+def mi_stages(case, settings: Settings) -> list[dict]:
+    """The case's registration with Mattes MI: the engine benchmark's linear stage with the case's
+    transform, then its B-spline stage when the case is deformable."""
+    linear, spline = mi_maps(settings.iterations)
+    linear = dict(linear, Transform=case.linear, NumberOfSpatialSamples=settings.samples, **case.map_overrides)
+    spline = dict(spline, NumberOfSpatialSamples=settings.samples, **case.map_overrides)
+    return [linear, spline] if case.deformable else [linear]
 
 
 def write_maps(maps: list[dict], folder: Path) -> list[Path]:
@@ -37,7 +113,7 @@ def write_maps(maps: list[dict], folder: Path) -> list[Path]:
 # scoring ----------------------------------------------------------------------------------------
 
 def tre_scores(case, transform: Transform) -> dict:
-    tre = target_registration_error(transform, case.truth, case.landmarks)
+    tre = target_registration_errors(transform, case.landmarks, map_points(case.truth, case.landmarks))
     return {"tre_points": tre.tolist(), "tre": float(tre.mean()), "tre90": float(np.percentile(tre, 90))}
 
 
@@ -121,6 +197,32 @@ def elastix_transform(case, map_paths, work: Path) -> tuple[Transform, float]:
     seconds = time.perf_counter() - start
     last = sorted(out.glob("TransformParameters.*.txt"), key=lambda p: int(p.name.split(".")[1]))[-1]
     return read_transform_file(last).transform, seconds
+
+
+def engine_transform(engine: str, case, map_paths, work: Path) -> tuple[Transform, float]:
+    """(transform, seconds) of ``engine`` ("elastix" or "impactreg") on the case."""
+    if engine == "elastix":
+        return elastix_transform(case, map_paths, work)
+    return impactreg_transform(case, map_paths)
+
+
+def warm_up(engines) -> None:
+    """Tiny untimed registrations (2D and 3D, float32 like the cases) per engine ("elastix",
+    "impactreg"), scored like a case, so that one-time costs (loading libraries, compiling kernels)
+    fall on no case. A failure here is ignored: the real runs report it."""
+    engines = list(dict.fromkeys(engines))
+    for dim, size in ((2, 48), (3, 24)):
+        axes = np.meshgrid(*[np.linspace(-1.0, 1.0, size)] * dim, indexing="ij")
+        blob = (100.0 * np.exp(-4.0 * sum((a - 0.1 * i) ** 2 for i, a in enumerate(axes)))).astype(np.float32)
+        case = Case("warm-up", Image.from_array(blob), Image.from_array(np.roll(blob, 2, axis=-1)))
+        for engine in engines:
+            folder = workdir() / engine
+            folder.mkdir()
+            paths = write_maps(mi_stages(case, QUICK), folder)
+            try:
+                score(case, engine_transform(engine, case, paths, folder)[0])
+            except Exception:  # as in the suite, a failed registration must not stop the run
+                pass
 
 
 def run_impactreg(case, map_paths, seed=0, label="impactreg") -> dict:

@@ -15,24 +15,8 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from cases import CASES  # noqa: E402
-from common import RESULTS, baseline, machine, run_elastix, run_impactreg, table, workdir, write_maps  # noqa: E402
-
-
-def maps(iterations: int) -> list[dict]:
-    common = {
-        "Registration": "MultiResolutionRegistration", "Metric": "AdvancedMattesMutualInformation",
-        "NumberOfHistogramBins": 32, "Optimizer": "AdaptiveStochasticGradientDescent",
-        "AutomaticParameterEstimation": "true", "NumberOfResolutions": 4, "MaximumNumberOfIterations": iterations,
-        "ImageSampler": "RandomCoordinate", "NumberOfSpatialSamples": 2000, "NewSamplesEveryIteration": "true",
-        "Interpolator": "BSplineInterpolator", "BSplineInterpolationOrder": 1,
-        "FixedImagePyramid": "FixedSmoothingImagePyramid", "MovingImagePyramid": "MovingSmoothingImagePyramid",
-        "ResampleInterpolator": "FinalBSplineInterpolator", "FinalBSplineInterpolationOrder": 3,
-        "WriteResultImage": "false", "RandomSeed": 1234,
-    }
-    affine = dict(common, Transform="AffineTransform", AutomaticTransformInitialization="true",
-                  AutomaticScalesEstimation="true")
-    spline = dict(common, Transform="BSplineTransform", FinalGridSpacingInPhysicalUnits=16)
-    return [affine, spline]
+from common import (RESULTS, baseline, machine, mi_maps, run_elastix, run_impactreg, table, warm_up,  # noqa: E402
+                    workdir, write_maps)
 
 
 def main() -> int:
@@ -40,16 +24,14 @@ def main() -> int:
     parser.add_argument("--iterations", type=int, default=500)
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     args = parser.parse_args()
-    from suite import warm_up  # suite.py imports this module
-
-    warm_up(["elastix-mi", "impactreg-mi"])  # one-time costs (kernel compilation) on no case
+    warm_up(["elastix", "impactreg"])  # one-time costs (kernel compilation) on no case
     rows = []
     for key in args.cases:
         t = time.perf_counter()
         case = CASES[key]()
         print(f"built case {case.name} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
         work = workdir()
-        paths = write_maps(maps(args.iterations), work)
+        paths = write_maps(mi_maps(args.iterations), work)
         rows.append({"case": case.name, "method": "no registration", **baseline(case)})
         rows.append({"case": case.name, **run_elastix(case, paths, work)})
         rows.append({"case": case.name, **run_impactreg(case, paths)})

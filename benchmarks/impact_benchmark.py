@@ -15,35 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cases import CASES, DATA  # noqa: E402
-from common import RESULTS, baseline, machine, run_elastix, run_impactreg, table, workdir, write_maps  # noqa: E402
-from engine_benchmark import maps as mi_maps  # noqa: E402
-
-VOXELS = ["6 6 6", "4 4 4", "3 3 3", "2 2 2"]
-
-
-def impact_stage(iterations: int, samples: int, model: str, mode: str, patch: int, normalization: str,
-                 order: int = 3) -> dict:
-    """The B-spline stage with IMPACT; ``order`` interpolates the Jacobian patches or Static feature maps."""
-    spline = dict(mi_maps(iterations)[1], Metric="Impact", NumberOfSpatialSamples=samples,
-                  BSplineInterpolationOrder=order, NumberOfSamplesForExactGradient=samples)
-    spline.update({"ImpactModelsPath0": model, "ImpactPatchSize0": [patch] * 3, "ImpactLayersMask0": "1",
-                   "ImpactSubsetFeatures0": 32, "ImpactDistance0": "L2", "ImpactMode": mode,
-                   "ImpactNormalization0": normalization})
-    for level, voxel in enumerate(VOXELS):
-        spline[f"ImpactVoxelSize{level}"] = voxel.split()
-    return spline
-
-
-def configs(iterations: int, samples: int) -> dict[str, dict]:
-    m730 = str(DATA / "models" / "M730_1_Layers.pt")
-    return {
-        # MIND Static with linear feature-map interpolation (cheap per iteration); M730 needs cubic
-        "mind-static": impact_stage(iterations, samples, "MIND/R1D2", "Static", 0, "none", order=1),
-        "mind-jacobian": impact_stage(iterations, samples, "MIND/R1D2", "Jacobian", 7, "none"),
-        "m730-jacobian": impact_stage(iterations, samples, m730, "Jacobian", 5, "zscore"),
-        "m730-static": impact_stage(iterations, samples, m730, "Static", 0, "zscore"),
-    }
+from cases import CASES  # noqa: E402
+from common import (RESULTS, VOXELS, baseline, impact_configs, machine, mi_maps, run_elastix, run_impactreg,  # noqa: E402
+                    table, warm_up, workdir, write_maps)
 
 
 def main() -> int:
@@ -53,11 +27,9 @@ def main() -> int:
     parser.add_argument("--cases", nargs="+", default=list(CASES))
     parser.add_argument("--configs", nargs="+", default=["mind-static", "mind-jacobian", "m730-jacobian", "m730-static"])
     args = parser.parse_args()
-    from suite import warm_up  # suite.py imports this module
-
-    warm_up(["elastix-mi", "impactreg-mi"])  # one-time costs (kernel compilation) on no case
+    warm_up(["elastix", "impactreg"])  # one-time costs (kernel compilation) on no case
     rows = []
-    all_configs = configs(args.iterations, args.samples)
+    all_configs = impact_configs(args.iterations, args.samples)
     for key in args.cases:
         t = time.perf_counter()
         case = CASES[key]()

@@ -7,9 +7,10 @@ numbers (JSON) and box plots to benchmarks/results/.
                                [--iterations N] [--jacobian-iterations J] [--samples S] [--name NAME]
 
 Every case runs a linear Mattes MI stage (geometric-centre initialisation), then for deformable
-cases a B-spline stage: the maps of engine_benchmark.py, the same in elastix and impactreg. IMPACT
-methods (configurations of impact_benchmark.py) replace MI in the B-spline stage; in rigid cases
-they refine the MI rigid result with a second rigid stage driven by IMPACT.
+cases a B-spline stage: the maps of engine_benchmark.py (common.mi_maps), the same in elastix and
+impactreg. IMPACT methods (the configurations of impact_benchmark.py, common.impact_configs) replace
+MI in the B-spline stage; in rigid cases they refine the MI rigid result with a second rigid stage
+driven by IMPACT.
 """
 from __future__ import annotations
 
@@ -26,13 +27,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from cases import DATA, DEFAULT_SUITE, SUITE_CASES, Case  # noqa: E402
-from common import (RESULTS, agreement, elastix_transform, impactreg_transform, machine, score,  # noqa: E402
-                    workdir, write_maps)
-from engine_benchmark import maps as mi_maps  # noqa: E402
-from impact_benchmark import VOXELS, configs as impact_configs  # noqa: E402
+from cases import DATA, DEFAULT_SUITE, SUITE_CASES  # noqa: E402
+from common import (DEFAULT, QUICK, RESULTS, VOXELS, Settings, agreement, engine_transform,  # noqa: E402
+                    impact_configs, machine, mi_maps, mi_stages, score, warm_up, workdir, write_maps)
 
-from impactreg.image import Image  # noqa: E402
 from impactreg.transforms import TranslationTransform  # noqa: E402
 
 
@@ -40,7 +38,7 @@ from impactreg.transforms import TranslationTransform  # noqa: E402
 class Method:
     label: str
     engine: str  # "elastix" or "impactreg"
-    impact: str | None = None  # a configuration of impact_benchmark.configs()
+    impact: str | None = None  # a configuration of common.impact_configs()
     dimensions: tuple[int, ...] = (2, 3)
 
     @property
@@ -61,27 +59,7 @@ REFERENCE = "elastix-mi"
 BASELINE = "no registration"
 
 
-@dataclass(frozen=True)
-class Settings:
-    iterations: int  # per level, MI stages and IMPACT Static
-    jacobian_iterations: int  # per level, IMPACT Jacobian
-    samples: int  # per iteration, every stage
-
-
-DEFAULT = Settings(iterations=250, jacobian_iterations=10, samples=2000)
-QUICK = Settings(iterations=5, jacobian_iterations=2, samples=500)
-
-
 # parameter maps -----------------------------------------------------------------------------------
-
-def mi_stages(case, settings: Settings) -> list[dict]:
-    """The case's registration with Mattes MI: the engine benchmark's linear stage with the case's
-    transform, then its B-spline stage when the case is deformable."""
-    linear, spline = mi_maps(settings.iterations)
-    linear = dict(linear, Transform=case.linear, NumberOfSpatialSamples=settings.samples, **case.map_overrides)
-    spline = dict(spline, NumberOfSpatialSamples=settings.samples, **case.map_overrides)
-    return [linear, spline] if case.deformable else [linear]
-
 
 def for_dimension(stage: dict, dim: int) -> dict:
     """IMPACT patch and voxel sizes cut to the image dimension (the configurations are written for 3D)."""
@@ -121,27 +99,11 @@ def run_method(case, key: str, settings: Settings, work: Path):
     folder.mkdir()
     paths = write_maps(method_stages(case, method, settings), folder)
     try:
-        if method.engine == "elastix":
-            transform, seconds = elastix_transform(case, paths, folder)
-        else:
-            transform, seconds = impactreg_transform(case, paths)
+        transform, seconds = engine_transform(method.engine, case, paths, folder)
         return dict(row, status="ok", seconds=seconds, **score(case, transform)), transform
     except Exception as exc:  # one failed registration must not stop the suite
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         return dict(row, status=f"failed: {reason}"), None
-
-
-def warm_up(methods: list[str]) -> None:
-    """Tiny untimed registrations (2D and 3D, float32 like the cases) per engine, so that one-time
-    costs (loading libraries, compiling kernels) fall on no case."""
-    import numpy as np
-
-    for dim, size in ((2, 48), (3, 24)):
-        axes = np.meshgrid(*[np.linspace(-1.0, 1.0, size)] * dim, indexing="ij")
-        blob = (100.0 * np.exp(-4.0 * sum((a - 0.1 * i) ** 2 for i, a in enumerate(axes)))).astype(np.float32)
-        case = Case("warm-up", Image.from_array(blob), Image.from_array(np.roll(blob, 2, axis=-1)))
-        for key in dict.fromkeys("elastix-mi" if METHODS[m].engine == "elastix" else "impactreg-mi" for m in methods):
-            run_method(case, key, QUICK, workdir())
 
 
 def run_case(key: str, methods: list[str], settings: Settings) -> tuple[list[dict], float]:
@@ -367,7 +329,7 @@ def main(argv=None) -> int:
     methods = list(dict.fromkeys([REFERENCE] + args.methods)) if REFERENCE in args.methods else args.methods
     code = code_version()
     start = time.perf_counter()
-    warm_up(methods)
+    warm_up(METHODS[m].engine for m in methods)  # one-time costs (kernel compilation) on no case
     rows, built = [], {}
     for key in args.cases:
         case_rows, built[key] = run_case(key, methods, settings)

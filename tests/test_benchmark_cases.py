@@ -67,3 +67,27 @@ def test_suite_parameter_maps_are_valid_for_the_case_dimension(data_dir, case_ke
         for level in range(last.get("NumberOfResolutions")):
             settings = impact_level(last, level, case.fixed.dim, torch.device("cpu"))
             assert all(len(s.patch_size) == case.fixed.dim and len(s.voxel_size) == case.fixed.dim for s in settings.fixed)
+
+
+def test_benchmark_scripts_import_common_and_cases_not_each_other():
+    """benchmarks/*.py share common.py and cases.py; no import (at module level or inside a
+    function) leads from one benchmark module back to itself."""
+    import ast
+
+    folder = REPO / "benchmarks"
+    names = {p.stem for p in folder.glob("*.py")}
+    graph = {}
+    for path in folder.glob("*.py"):
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                imported.add(node.module.split(".")[0])
+        graph[path.stem] = imported & names - {path.stem}
+
+    def reaches(start, goal, seen=()):
+        return any(n == goal or (n not in seen and reaches(n, goal, (*seen, n))) for n in graph[start])
+
+    assert [m for m in sorted(graph) if reaches(m, m)] == []
+    assert graph["cases"] == set() and graph["common"] <= {"cases"}

@@ -5,14 +5,13 @@ import subprocess
 import sys
 
 import numpy as np
-import pytest
 import torch
 
 from impactreg.image import read_image
 from impactreg.points import read_output_points
 from impactreg.warp import resample
 from impactreg.transforms import BSplineTransform, CombinationTransform, EulerTransform
-from impactreg.transforms.elastix_files import read_transform_file, write_transform_chain
+from impactreg.transforms.elastix_files import write_transform_chain
 
 
 def run_cli(*args, cwd=None):

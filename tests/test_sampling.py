@@ -50,10 +50,6 @@ def test_same_seed_same_samples():
 
 
 def test_exact_gradient_sampler_is_elastix_grid_over_the_mask_box():
-    import numpy as np
-    import torch
-
-    from impactreg.geometry import Grid
     from impactreg.sampling import exact_gradient_sampler
 
     grid = Grid((40, 30, 20), np.array([1.0, 2.0, 3.0]), np.zeros(3), np.eye(3))

@@ -18,14 +18,14 @@ import numpy as np
 import torch
 
 from .errors import ImpactRegError, InputError
-from .evaluation import dice, jacobian_statistics, mean_dice
+from .evaluation import dice, jacobian_statistics, mean_dice, target_registration_errors
 from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
 from .image import Image, read_image, write_image
 from .presets import DEFAULT, PRESETS, preset_maps
 from .qc import write_qc
 from .engine.registration import register
-from .synthetic import labels_from_tissue, random_deformation, t2_like, target_registration_error, warp_by_inverse
-from .warp import resample
+from .synthetic import labels_from_tissue, random_deformation, t2_like, warp_by_inverse
+from .warp import map_points, resample
 from .transforms import TranslationTransform
 
 MNI = {"t1": "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz",
@@ -85,8 +85,9 @@ def main(argv=None) -> int:
         result = register(fixed, moving, preset_maps(DEFAULT), out_dir=out / "registration", seed=0)
         seconds = time.perf_counter() - t0
         identity = TranslationTransform(fixed.dim)
-        tre_before = target_registration_error(identity, truth, landmarks)
-        tre_after = target_registration_error(result.transform, truth, landmarks)
+        partners = map_points(truth, landmarks)  # the landmarks' true positions in the moving image
+        tre_before = target_registration_errors(identity, landmarks, partners)
+        tre_after = target_registration_errors(result.transform, landmarks, partners)
         dice_before = dice(labels, moving_labels)
         warped_labels = resample(moving_labels, result.transform, fixed.grid, order=0)
         dice_after = dice(labels, warped_labels)

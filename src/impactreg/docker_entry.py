@@ -16,8 +16,7 @@ from pathlib import Path
 
 from .errors import ImpactRegError, InputError
 from .files import atomic_write_text
-
-IMAGE_SUFFIXES = (".mha", ".nii.gz", ".nii", ".mhd", ".nrrd")
+from .image import IMAGE_SUFFIXES
 
 
 def _find(folder: Path, stems: tuple[str, ...], required: bool, what: str) -> Path | None:

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
-import torch
 
 from .files import atomic_write_text
 from .image import Image

@@ -47,10 +47,6 @@ class ImageSampler:
         self._i2w = torch.tensor(grid.index_to_world_matrix, dtype=dtype, device=self.device)
         self._origin = torch.tensor(np.array(grid.origin), dtype=dtype, device=self.device)
 
-    @property
-    def number_of_candidates(self) -> int:
-        return self._candidates.numel()
-
     def _indices(self, flat: torch.Tensor) -> torch.Tensor:
         return (flat[:, None] // self._strides) % self._sizes
 

@@ -3,7 +3,8 @@
 A case is a fixed image, a moving image and the true transform T (fixed -> moving, as the
 registration estimates it): moving(T(x)) = fixed(x), so moving(y) = fixed(T^-1(y)), computed by
 inverting T with Newton's method at every moving voxel. Landmarks p in the fixed image
-correspond to T(p) in the moving image; the TRE of an estimate T' is |T'(p) - T(p)|.
+correspond to T(p) in the moving image; the TRE of an estimate T' is |T'(p) - T(p)|:
+``evaluation.target_registration_errors(T', p, transformix.map_points(T, p))``.
 """
 from __future__ import annotations
 
@@ -61,13 +62,6 @@ def warp_by_inverse(images, transform: Transform, default: float = 0.0, order: i
         values = Interpolator(image, order=o, default=d, dtype=torch.float64)(sources).values
         warped.append(Image(values.T.reshape(image.channels, *grid.shape).to(torch.float32), grid, image.pixel_type))
     return warped[0] if single else warped
-
-
-def target_registration_error(estimate: Transform, truth: Transform, points) -> np.ndarray:
-    """|estimate(p) - truth(p)| in mm for fixed-space points p (N, D)."""
-    p = torch.as_tensor(np.asarray(points, dtype=np.float64))
-    with torch.no_grad():
-        return (estimate.map(p) - truth.map(p)).norm(dim=1).numpy()
 
 
 def t2_like(t1: Image, grey_matter: Image, white_matter: Image, seed: int = 0) -> Image:

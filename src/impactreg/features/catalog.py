@@ -1,11 +1,10 @@
-"""Known feature-extraction models: what a name means before its file is opened.
+"""Known feature-extraction models, as `impactreg models` lists them.
 
 Per layer: channels, stride and receptive field (voxels). Families of the published hub
 repository (VBoussot/impact-torchscript-models) and the built-in MIND.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
 HUB_REPOSITORY = "VBoussot/impact-torchscript-models"
@@ -37,20 +36,3 @@ CATALOG = [
               "field of view 2(r+d)+1; no weights needed"),
 ]
 
-
-def lookup(name: str) -> ModelInfo | None:
-    """Catalogue entry for a model name or file path (e.g. 'TS/M730_2_Layers.pt' -> TS/M730)."""
-    text = str(name).replace("\\", "/")
-    mind = re.search(r"MIND/R(\d+)D(\d+)", text)
-    if mind:
-        r, d = int(mind.group(1)), int(mind.group(2))
-        return ModelInfo(f"MIND/R{r}D{d}", 0, 1, "minmax", ((12, 1, 2 * (r + d) + 1),), "built-in MIND-SSC")
-    match = re.search(r"(M\d{3})", text)
-    if match:
-        for info in CATALOG:
-            if info.name.endswith(match.group(1)):
-                return info
-    for info in CATALOG:
-        if info.name.split("/")[-1] in text:
-            return info
-    return None

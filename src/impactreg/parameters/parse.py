@@ -4,12 +4,9 @@ an ordered ``dict[str, list[str]]``.
 """
 from __future__ import annotations
 
-import os
 import re
-from pathlib import Path
 
-from ..errors import InputError, ParameterError
-from ..files import atomic_write_text
+from ..errors import ParameterError
 
 RawParameters = dict  # key -> its values as strings, in file order
 
@@ -81,17 +78,6 @@ def parse_parameter_text(text: str, source: str = "<text>") -> RawParameters:
     return result
 
 
-def read_parameter_file(path: str | os.PathLike) -> RawParameters:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"{path}: no such parameter file; check the path")
-    try:
-        text = p.read_text()
-    except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"{path}: cannot read the parameter file ({exc.__class__.__name__}); give an elastix .txt parameter file") from None
-    return parse_parameter_text(text, str(path))
-
-
 def is_number(value: str) -> bool:
     return bool(_NUMBER.match(value))
 
@@ -126,7 +112,3 @@ def format_parameter_map(parameters: RawParameters, sections: dict[str, list[str
             lines.append(f"({key} {' '.join(format_value(v) for v in values)})".replace(" )", ")"))
             done.add(key)
     return "\n".join(lines).lstrip("\n") + "\n"
-
-
-def write_parameter_file(parameters: RawParameters, path: str | os.PathLike, sections=None) -> Path:
-    return atomic_write_text(path, format_parameter_map(parameters, sections))

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..components import REGISTRIES
 from ..errors import TransformFileError
 from ..files import atomic_write_text
 from ..geometry import Grid
@@ -24,8 +25,6 @@ from .combination import COMBINATIONS, CombinationTransform
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
 
 NO_INITIAL = "NoInitialTransform"
-SUPPORTED = ("TranslationTransform", "EulerTransform", "SimilarityTransform", "AffineTransform",
-             "BSplineTransform", "RecursiveBSplineTransform")
 RESAMPLE_INTERPOLATORS = {"FinalNearestNeighborInterpolator": 0, "FinalLinearInterpolator": 1,
                           "FinalBSplineInterpolator": None, "FinalBSplineInterpolatorFloat": None}
 MAX_CHAIN = 64
@@ -137,9 +136,6 @@ class ElastixKeys:
     def __init__(self, path: Path, params: RawParameters):
         self.path, self.params = path, params
 
-    def has(self, key: str) -> bool:
-        return key in self.params
-
     def text(self, key: str, default: str | None = None, alt: str | None = None) -> str:
         values = self.params.get(key) or (self.params.get(alt) if alt else None)
         if not values:
@@ -202,8 +198,9 @@ def _output_grid(keys: ElastixKeys) -> Grid:
 
 def _transform_from(keys: ElastixKeys) -> Transform:
     name = keys.text("Transform")
-    if name not in SUPPORTED:
-        raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(SUPPORTED)}")
+    names = REGISTRIES["Transform"][0]
+    if name not in names:
+        raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(names)}")
     dim = keys.dimension()
     params = keys.numbers("TransformParameters")
     declared = keys.numbers("NumberOfParameters", 1, default=[params.size])[0]
