@@ -9,7 +9,7 @@ deliberate numerical change), and say so in the commit: the golden files are the
 the engine computed before, and re-recording after an unintended change hides the regression.
 A refactoring must leave them byte-identical.
 
-Each case (regression_cases.CASES) is run with impactreg.registration.register into a temporary
+Each case (regression_cases.CASES) is run with impactreg.register into a temporary
 folder; its TransformParameters.<i>.txt (one per stage) are stored as golden/<case id>/, with
 path-valued keys (InitialTransformParameterFileName) reduced to the file name, and
 golden/environment.txt notes the library versions and CPU they were computed with. Run it with the

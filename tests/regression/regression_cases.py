@@ -331,7 +331,7 @@ def run_case(case: Case, out_dir: Path) -> list[Path]:
 
 def _run_case(case: Case, out_dir: Path) -> list[Path]:
     from impactreg.image import read_image
-    from impactreg.registration import register
+    from impactreg import register
 
     def image(name):
         return read_image(INPUTS / f"{name}.mha") if name else None
