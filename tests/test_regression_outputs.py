@@ -45,6 +45,10 @@ def _environment_note() -> str:
                                                 "path; the torch path rounds differently and the registrations amplify it")
 @pytest.mark.parametrize("case", rc.CASES, ids=[c.id for c in rc.CASES])
 def test_transform_parameters_match_golden(case, tmp_path):
+    note = _environment_note()
+    if note:  # the compiled kernels' last bits depend on these, and registrations amplify them
+        pytest.skip("golden files are bit-exact only where they were recorded;" + note.split(":", 1)[1] +
+                    " (re-record with tests/regression/record.py to check a change here)")
     golden = rc.GOLDEN / case.id
     expected = sorted(p.name for p in golden.glob("TransformParameters.*.txt"))
     assert expected, f"no golden files in {golden}; record them with tests/regression/record.py {case.id}"
