@@ -12,7 +12,7 @@ from typing import Callable
 
 import torch
 
-from . import kernels
+from . import compute
 from .transforms.base import SparseJacobian
 
 ZETA = 0.1  # elastix's SigmoidScaleFactor
@@ -140,9 +140,7 @@ def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
         ncoef = jacobian.num_coefficients
         w = jacobian.weights.double()
         inv = 1.0 / scales.double()[:ncoef][jacobian.indices]  # B-spline scales are equal across axes
-        gram = torch.zeros(n, n, dtype=torch.float64)
-        kernels.sparse_gram(jacobian.indices.cpu().contiguous().numpy(), (w * inv).cpu().contiguous().numpy(), ncoef,
-                            gram.numpy())
+        gram = compute.sparse_gram(jacobian.indices, w * inv, ncoef)
         diag = gram.diagonal()
         jcj = (gram ** 2).sum(1) / n  # J_j C J_j^T = jcj_j I_D
         return JacobianTerms(trace_c=dim * float(diag.sum()) / n, trace_cc=dim * float((gram ** 2).sum()) / n ** 2,

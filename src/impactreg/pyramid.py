@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ParameterError
-from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
+from .filters import gaussian_smooth, resample_to_grid
 from .image import Image
 
 
@@ -78,10 +78,10 @@ class Pyramid:
             if np.all(f == 1) and l == self.levels - 1:
                 return image
             smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
-            return resample_to_grid(smoothed, shrunk_grid(image.grid, f, centred=True))
+            return resample_to_grid(smoothed, image.grid.shrunk(f, centred=True))
         if self.kind == "Shrinking":
-            return resample_to_grid(image, shrunk_grid(image.grid, f, centred=True))
+            return resample_to_grid(image, image.grid.shrunk(f, centred=True))
         sigma = self.sigmas[l]
         smoothed = gaussian_smooth(image, sigma) if np.any(sigma > 0) else image
         r = self.rescale[l]
-        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, shrunk_grid(image.grid, r, centred=False))
+        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, image.grid.shrunk(r, centred=False))

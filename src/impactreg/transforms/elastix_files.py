@@ -201,7 +201,7 @@ def _output_grid(keys: _Keys) -> Grid:
     except Exception as exc:
         raise TransformFileError(f"{keys.path}: invalid output image geometry ({exc})") from None
     if np.any(index != 0):
-        grid = Grid(grid.size, spacing, grid.index_to_world(index), direction)
+        grid = grid.region(index)
     return grid
 
 
@@ -231,7 +231,7 @@ def _transform_from(keys: _Keys) -> Transform:
         try:
             grid = Grid(tuple(int(s) for s in size), spacing, origin, direction)
             if np.any(grid_index != 0):
-                grid = Grid(grid.size, spacing, grid.index_to_world(grid_index), direction)
+                grid = grid.region(grid_index)
             transform = BSplineTransform(grid, order, params_t)
         except Exception as exc:
             raise TransformFileError(f"{keys.path}: invalid B-spline grid ({exc})") from None
