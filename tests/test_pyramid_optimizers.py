@@ -3,7 +3,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from impactreg.filters import gaussian_smooth, shrunk_grid
+from impactreg.filters import gaussian_smooth
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.parameters import ParameterMap
@@ -22,11 +22,11 @@ def test_shrunk_grids_match_itk():
     image = image3d()
     sitk_image = image.to_sitk("float32")
     shrunk = sitk.Shrink(sitk_image, [2, 3, 2])
-    grid = shrunk_grid(image.grid, [2, 3, 2], centred=True)
+    grid = image.grid.shrunk([2, 3, 2], centred=True)
     assert grid.size == shrunk.GetSize()
     np.testing.assert_allclose(grid.origin, shrunk.GetOrigin(), atol=1e-9)
     np.testing.assert_allclose(grid.spacing, shrunk.GetSpacing(), atol=1e-12)
-    generic = shrunk_grid(image.grid, [2, 2, 2], centred=False)  # first voxel covers the first block
+    generic = image.grid.shrunk([2, 2, 2], centred=False)  # first voxel covers the first block
     np.testing.assert_allclose(generic.origin, image.grid.index_to_world(np.array([0.5, 0.5, 0.5])), atol=1e-9)
 
 

@@ -27,7 +27,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent / "regression"))
 
 import regression_cases as rc  # noqa: E402
-from impactreg import kernels  # noqa: E402
+from impactreg.compute import dispatch  # noqa: E402
 from impactreg.components import REGISTRIES  # noqa: E402
 
 
@@ -41,7 +41,7 @@ def _environment_note() -> str:
     return ("\nrecorded in another environment: " + "; ".join(changed)) if changed else ""
 
 
-@pytest.mark.skipif(not kernels.ENABLED, reason="IMPACTREG_KERNELS=0: the golden files record the compiled-kernel "
+@pytest.mark.skipif(not dispatch.ENABLED, reason="IMPACTREG_KERNELS=0: the golden files record the compiled-kernel "
                                                 "path; the torch path rounds differently and the registrations amplify it")
 @pytest.mark.parametrize("case", rc.CASES, ids=[c.id for c in rc.CASES])
 def test_transform_parameters_match_golden(case, tmp_path):

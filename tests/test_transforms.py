@@ -5,7 +5,7 @@ import torch
 
 from impactreg.geometry import Grid
 from impactreg.transforms import (AffineTransform, BSplineTransform, CombinationTransform, EulerTransform,
-                                  SimilarityTransform, SparseJacobian, TranslationTransform, control_grid_for_image)
+                                  SimilarityTransform, SparseJacobian, TranslationTransform)
 from test_geometry import oblique
 
 
@@ -139,13 +139,13 @@ def test_bspline_leaves_points_outside_its_support_in_place():
 def test_control_grid_matches_elastix_layout():
     # values written by elastix 5 (itk-elastix 0.25.4) for these images and a 40 mm / 16 mm grid
     lung = Grid((57, 78, 64), (2.732, 2.732, 5.0), (-152.461, -148.986, -1432.0), np.eye(3))
-    g = control_grid_for_image(lung, 40.0, 3)
+    g = lung.control_grid(40.0, 3)
     assert g.size == (7, 9, 11)
     np.testing.assert_allclose(g.origin, [-195.965, -203.804, -1474.5], atol=1e-9)
     np.testing.assert_allclose(g.spacing, [40.0, 40.0, 40.0])
     c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
     brain = Grid((221, 257), (1.0, 1.0), (0.0, 0.0), [[c, -s], [s, c]])
-    g = control_grid_for_image(brain, 16.0, 3)
+    g = brain.control_grid(16.0, 3)
     assert g.size == (17, 20)
     np.testing.assert_allclose(g.origin, [-3.5884572, -29.7846096], atol=1e-6)
     np.testing.assert_allclose(g.direction, brain.direction)

@@ -19,7 +19,7 @@ import torch
 
 from .errors import ImpactRegError, InputError
 from .evaluation import dice, jacobian_statistics, mean_dice, target_registration_errors
-from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
+from .filters import gaussian_smooth, resample_to_grid
 from .image import Image, read_image, write_image
 from .presets import DEFAULT, PRESETS, preset_maps
 from .qc import write_qc
@@ -49,7 +49,7 @@ def mni_folder() -> Path:
 def downsample(image: Image, spacing_mm: float, order: int = 1) -> Image:
     factors = spacing_mm / image.grid.spacing
     smoothed = gaussian_smooth(image, 0.5 * spacing_mm) if order > 0 else image
-    return resample_to_grid(smoothed, shrunk_grid(image.grid, factors, centred=True), order=order)
+    return resample_to_grid(smoothed, image.grid.shrunk(factors, centred=True), order=order)
 
 
 def build_case(folder: Path, spacing_mm: float = 3.0, seed: int = 2026):

@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import kernels
+from . import compute
 from .geometry import Grid
 from .image import Image
 from .interpolation import Interpolator
@@ -28,37 +28,8 @@ def gaussian_smooth(image: Image, sigma_mm) -> Image:
         sigma_vox = float(sigma_mm[axis] / image.grid.spacing[axis])
         if sigma_vox <= 0:
             continue
-        kernel = gaussian_kernel(sigma_vox, torch.float32, data.device)
-        if kernels.usable(data):
-            block = data.reshape(data.shape[0], *([1] * (3 - image.dim)), *data.shape[1:]).contiguous()
-            out = torch.empty_like(block)
-            kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
-            data = out.reshape(data.shape)
-            continue
-        r = (kernel.numel() - 1) // 2
-        dim_t = data.dim() - 1 - axis  # torch axis
-        moved = data.movedim(dim_t, -1)
-        shape = moved.shape
-        rows = moved.reshape(-1, 1, shape[-1])
-        rows = F.pad(rows, (r, r), mode="replicate")
-        rows = F.conv1d(rows, kernel.view(1, 1, -1))
-        data = rows.reshape(shape).movedim(-1, dim_t)
+        data = compute.convolve_axis(data, gaussian_kernel(sigma_vox, torch.float32, data.device), axis)
     return Image(data.contiguous(), image.grid, image.pixel_type)
-
-
-def shrunk_grid(grid: Grid, factors, centred: bool) -> Grid:
-    """The grid of an image shrunk by ``factors`` (x, y[, z]): spacing x factor, size
-    max(1, floor(size / factor)). ``centred`` keeps the physical centre (ITK's ShrinkImageFilter);
-    otherwise the first output voxel covers the first block of input voxels (elastix's generic
-    pyramid: origin + D (spacing_out - spacing_in) / 2)."""
-    factors = np.broadcast_to(np.asarray(factors, dtype=np.float64), (grid.dim,))
-    n = np.asarray(grid.size, dtype=np.float64)
-    m = np.maximum(1, np.floor(n / factors))
-    if centred:
-        shift = (n - 1) / 2.0 - (m - 1) / 2.0 * factors
-    else:
-        shift = (factors - 1.0) / 2.0
-    return Grid(tuple(int(v) for v in m), grid.spacing * factors, grid.index_to_world(shift), grid.direction)
 
 
 def resample_to_grid(image: Image, grid: Grid, order: int = 1, default: float = 0.0,

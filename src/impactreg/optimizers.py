@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import kernels
+from . import compute
 from .keys import NO_EFFECT, Key
 from .sampling import ImageSampler
 from .transforms.base import SparseJacobian
@@ -79,6 +79,7 @@ class AdaptiveStochasticGradientDescent:
     with elastix's automatic estimation of the gain."""
 
     elastix_name = "AdaptiveStochasticGradientDescent"
+    converged = False  # ASGD runs all its iterations
     keys = _ITERATION_KEYS + _GAIN_KEYS + (
         Key("AutomaticParameterEstimation", "bool", True, "ASGD: estimate SP_a (and SP_A, SP_alpha) from the data",
             per_level=True),
@@ -139,8 +140,8 @@ class AdaptiveStochasticGradientDescent:
     def _estimate(self, view, setup: LevelSetup, max_step: float, A: float) -> ASGDSettings:
         grid = setup.fixed_grid
         n_jac = min(max(view.get("NumberOfJacobianMeasurements"), setup.transform.number_of_parameters), 2000)
-        step = max(1, int(math.floor((grid.num_voxels / n_jac) ** (1 / grid.dim))))
-        jac_points = ImageSampler("Grid", grid, None, grid_spacing=(step,), dtype=torch.float64).sample()
+        jac_points = ImageSampler("Grid", grid, None, grid_spacing=(grid.sample_step(n_jac, math.floor),),
+                                  dtype=torch.float64).sample()
         if jac_points.shape[0] > n_jac:
             pick = torch.randperm(jac_points.shape[0], generator=setup.generator)[:n_jac]
             jac_points = jac_points[pick]
@@ -223,6 +224,7 @@ class Adam:
     """Adam on the scaled parameters; the learning rate is in scaled-parameter units (mm)."""
 
     elastix_name = "Adam"
+    converged = False
     keys = _ITERATION_KEYS + (
         Key("LearningRate", "float", None, "Adam: step size in mm (default: MaximumStepLength / 2)", per_level=True),
         Key("Beta1", "float", 0.9, "Adam: first-moment decay", per_level=True),
@@ -277,9 +279,7 @@ def jacobian_terms(jacobian, scales: torch.Tensor) -> JacobianTerms:
         ncoef = jacobian.num_coefficients
         w = jacobian.weights.double()
         inv = 1.0 / scales.double()[:ncoef][jacobian.indices]  # B-spline scales are equal across axes
-        gram = torch.zeros(n, n, dtype=torch.float64)
-        kernels.sparse_gram(jacobian.indices.cpu().contiguous().numpy(), (w * inv).cpu().contiguous().numpy(), ncoef,
-                            gram.numpy())
+        gram = compute.sparse_gram(jacobian.indices, w * inv, ncoef)
         diag = gram.diagonal()
         jcj = (gram ** 2).sum(1) / n  # J_j C J_j^T = jcj_j I_D
         return JacobianTerms(trace_c=dim * float(diag.sum()) / n, trace_cc=dim * float((gram ** 2).sum()) / n ** 2,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import ParameterError
-from .filters import gaussian_smooth, resample_to_grid, shrunk_grid
+from .filters import gaussian_smooth, resample_to_grid
 from .image import Image
 from .keys import Key
 
@@ -80,14 +80,14 @@ class RecursiveImagePyramid(ImagePyramid):
         if np.all(f == 1) and l == self.levels - 1:
             return image
         smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
-        return resample_to_grid(smoothed, shrunk_grid(image.grid, f, centred=True))
+        return resample_to_grid(smoothed, image.grid.shrunk(f, centred=True))
 
 
 class ShrinkingImagePyramid(ImagePyramid):
     """Shrinking only."""
 
     def level(self, l: int) -> Image:
-        return resample_to_grid(self.image, shrunk_grid(self.image.grid, self.factors[l], centred=True))
+        return resample_to_grid(self.image, self.image.grid.shrunk(self.factors[l], centred=True))
 
 
 class GenericImagePyramid(ImagePyramid):
@@ -124,4 +124,4 @@ class GenericImagePyramid(ImagePyramid):
     def level(self, l: int) -> Image:
         sigma, r = self.sigmas[l], self.rescale[l]
         smoothed = gaussian_smooth(self.image, sigma) if np.any(sigma > 0) else self.image
-        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, shrunk_grid(self.image.grid, r, centred=False))
+        return smoothed if np.all(r == 1) else resample_to_grid(smoothed, self.image.grid.shrunk(r, centred=False))

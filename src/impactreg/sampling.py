@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from . import kernels
+from . import compute
 from .errors import ImageError
 from .geometry import Grid
 from .keys import NO_EFFECT, Key
@@ -40,38 +40,17 @@ class ImageSampler:
             raise ImageError("the fixed mask is empty at this resolution: no voxel to sample; check the mask "
                              "(it must overlap the fixed image and have non-zero voxels)")
         self._candidates = flat.to(self.device)
-        sizes = grid.size
-        strides = np.cumprod((1,) + sizes[:-1])
-        self._strides = torch.tensor(strides, device=self.device)
-        self._sizes = torch.tensor(sizes, device=self.device)
-        self._i2w = torch.tensor(grid.index_to_world_matrix, dtype=dtype, device=self.device)
-        self._origin = torch.tensor(np.array(grid.origin), dtype=dtype, device=self.device)
-
-    def _indices(self, flat: torch.Tensor) -> torch.Tensor:
-        return (flat[:, None] // self._strides) % self._sizes
-
-    def _to_world(self, index: torch.Tensor) -> torch.Tensor:
-        return index.to(self.dtype) @ self._i2w.T + self._origin
 
     def sample(self, n: int | None = None) -> torch.Tensor:
         """World points (N, D) of this draw."""
         if self.kind in ("Full", "Grid"):
-            return self._to_world(self._indices(self._candidates))
+            return self.grid.index_to_world(self.grid.unravel(self._candidates).to(self.dtype))
         n = self.n if n is None else n
         pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
         jitter = None
         if self.kind == "RandomCoordinate":
             jitter = torch.rand((n, self.grid.dim), generator=self.generator, dtype=self.dtype, device="cpu") - 0.5
-        if kernels.usable(self._candidates):
-            out = torch.empty((n, self.grid.dim), dtype=self.dtype)
-            kernels.voxel_world_points(self._candidates[pick].numpy(), self._sizes.numpy(),
-                                       (jitter if jitter is not None else torch.zeros(1, 1, dtype=self.dtype)).numpy(),
-                                       self._i2w.numpy(), self._origin.numpy(), out.numpy())
-            return out
-        index = self._indices(self._candidates[pick]).to(self.dtype)
-        if jitter is not None:
-            index = index + jitter.to(self.device)
-        return self._to_world(index)
+        return compute.voxel_world_points(self.grid, self._candidates[pick], jitter, self.dtype)
 
 
 def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samples: int, device=None,

@@ -24,7 +24,7 @@ def random_deformation(grid: Grid, seed: int, rotation_degrees: float = 3.0, tra
     B-spline composed after an Euler transform about the image centre."""
     rng = np.random.default_rng(seed)
     dim = grid.dim
-    centre = grid.index_to_world((np.asarray(grid.size) - 1) / 2.0)
+    centre = grid.centre
     angles = np.deg2rad(rng.uniform(-rotation_degrees, rotation_degrees, 1 if dim == 2 else 3))
     shift = rng.uniform(-translation_mm, translation_mm, dim)
     rigid = EulerTransform(dim, np.concatenate([angles, shift]), centre)
@@ -111,8 +111,7 @@ def crop_to_fraction(image: Image, fraction: float) -> Image:
     keep[:2] = np.maximum(1, np.round(size[:2] * fraction)).astype(int)
     start = (size - keep) // 2
     slices = tuple(slice(int(s), int(s + k)) for s, k in zip(reversed(start), reversed(keep)))
-    grid = Grid(tuple(int(k) for k in keep), image.grid.spacing, image.grid.index_to_world(start.astype(float)),
-                image.grid.direction)
+    grid = image.grid.region(start.astype(float), keep)
     return Image(image.data[(slice(None),) + slices].contiguous(), grid, image.pixel_type)
 
 

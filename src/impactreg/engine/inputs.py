@@ -46,8 +46,7 @@ def read_initial_transform(value, dim: int) -> Transform | None:
 
 
 def check_overlap(fixed: Image, moving: Image, transform: Transform | None) -> None:
-    step = max(1, int(round((fixed.grid.num_voxels / 4096) ** (1 / fixed.dim))))
-    pts = ImageSampler("Grid", fixed.grid, grid_spacing=(step,), dtype=torch.float64).sample()
+    pts = ImageSampler("Grid", fixed.grid, grid_spacing=(fixed.grid.sample_step(4096),), dtype=torch.float64).sample()
     with torch.no_grad():
         mapped = transform.map(pts) if transform is not None else pts
     inside = Interpolator(moving, order=0, dtype=torch.float64).inside(mapped)

@@ -168,7 +168,7 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         params_s = optimizer.step(params_s, g_s, k)
         level.transform = level.transform.with_parameters((params_s / scales).to(context.device))
         level.cost.end_iteration(k)
-        info = IterationInfo(stage, view.level, k, float(value), values, float(getattr(optimizer, "last_gain", 0.0)),
+        info = IterationInfo(stage, view.level, k, float(value), values, float(optimizer.last_gain),
                              float(g_s.norm()), n_valid, time.perf_counter() - start)
         result.values.append(info.value)
         rows.append(info)
@@ -178,7 +178,7 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
             bar.update(1)
             bar.set_postfix_str(f"metric {info.value:.5g}", refresh=False)
         k += 1
-        if getattr(optimizer, "converged", False):
+        if optimizer.converged:
             break
     if bar is not None:
         bar.close()

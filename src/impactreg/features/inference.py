@@ -15,20 +15,10 @@ import torch.nn.functional as F
 
 from ..errors import ModelError
 from ..filters import resample_to_grid
-from ..geometry import Grid
 from ..image import Image
 from .extractor import FeatureExtractor
 
 TILE_BATCH = 4
-
-
-def voxel_grid(grid: Grid, voxel_size) -> Grid:
-    """A grid over the same physical box as ``grid`` with the given voxel size (mm), same direction."""
-    v = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (grid.dim,))
-    extent = np.asarray(grid.size) * grid.spacing
-    size = np.maximum(1, np.round(extent / v)).astype(int)
-    origin = grid.index_to_world(np.zeros(grid.dim)) + grid.direction @ ((v - grid.spacing) / 2.0)
-    return Grid(tuple(int(s) for s in size), v, origin, grid.direction)
 
 
 def _window(shape, device) -> torch.Tensor:
@@ -114,9 +104,9 @@ def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_si
     voxel_size = tuple(voxel_size)
     if len(voxel_size) == 2 and image.dim == 3:
         voxel_size = voxel_size + (float(image.grid.spacing[2]),)
-    grid = voxel_grid(image.grid, voxel_size)
+    grid = image.grid.with_voxel_size(voxel_size)
     resampled = resample_to_grid(image.to(device), grid, order=3, dtype=torch.float32)
-    direction = torch.tensor(np.round(image.grid.direction), dtype=torch.int64)
+    direction = image.grid.axis_direction()
     layers = [i for i, c in enumerate(layers_mask) if c == "1"]
     data = resampled.data.to(device)
     tile = tuple(int(p) for p in reversed(tuple(patch_size)))  # x-y(-z) -> torch order
@@ -132,8 +122,6 @@ def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_si
     images = []
     for values, stride in maps:
         k = np.asarray(stride[::-1], dtype=np.float64)  # torch order -> x, y, z
-        spacing = grid.spacing * k
-        origin = grid.index_to_world((k - 1) / 2.0)
-        size = tuple(reversed(values.shape[1:]))
-        images.append(Image(values, Grid(size, spacing, origin, grid.direction), "float32"))
+        layer_grid = grid.shrunk(k, centred=False, size=tuple(reversed(values.shape[1:])))
+        images.append(Image(values, layer_grid, "float32"))
     return resampled, images

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .. import kernels
-from ..interpolation import bspline_kernel, bspline_kernel_derivative
+from .. import compute
 from ..keys import NO_EFFECT, Key
 from .protocol import IntensityMetric, LevelContext
 
@@ -82,7 +81,7 @@ class NormalizedCorrelation(IntensityMetric):
 class _Binning:
     """elastix's Parzen binning of one image's intensities (ParzenWindowHistogramImageToImageMetric):
     range widened by ``ratio``, ``order // 2`` padding bins, hard (fixed) or exponential (moving)
-    limiter beyond the true range."""
+    limiter beyond the true range. Binning values is compute's (``compute.parzen_joint``)."""
 
     def __init__(self, value_range, bins: int, order: int, ratio: float, soft: bool):
         true_min, true_max = float(value_range[0]), float(value_range[1])
@@ -95,41 +94,6 @@ class _Binning:
         self.binsize = max((self.max - self.min + 2 * small) / (bins - 2 * pad - 1), 1e-12)
         self.nmin = (self.min - small) / self.binsize - pad
 
-    def limit(self, v):
-        """Limited values and their derivative."""
-        hi_gap, lo_gap = self.true_max - self.max, self.true_min - self.min
-        if not self.soft or hi_gap == 0 or lo_gap == 0:
-            inside = (v >= self.min) & (v <= self.max)
-            return v.clamp(self.min, self.max), inside.to(v.dtype)
-        e_hi = torch.exp((v.clamp_min(self.true_max) - self.true_max) / hi_gap)
-        e_lo = torch.exp((v.clamp_max(self.true_min) - self.true_min) / lo_gap)
-        above, below = v > self.true_max, v < self.true_min
-        limited = torch.where(above, hi_gap * e_hi + self.max, torch.where(below, lo_gap * e_lo + self.min, v))
-        slope = torch.where(above, e_hi, torch.where(below, e_lo, torch.ones_like(v)))
-        return limited, slope
-
-    def taps(self, v, derivative: bool = False):
-        """First bin (N,), Parzen weights (N, order+1) and, if asked, d weights / d v."""
-        if kernels.usable(v):
-            n, k = v.shape[0], self.order + 1
-            start, w = torch.empty(n, dtype=torch.long), torch.empty((n, k), dtype=torch.float64)
-            dw = torch.empty((n, k) if derivative else (1, 1), dtype=torch.float64)
-            kernels.parzen_taps(v.contiguous().numpy(), self.order, self.bins, self.true_min, self.true_max, self.min,
-                                self.max, self.binsize, self.nmin, self.soft, derivative, start.numpy(), w.numpy(),
-                                dw.numpy())
-            return start, w, (dw if derivative else None)
-        limited, slope = self.limit(v)
-        term = limited / self.binsize - self.nmin
-        start = torch.floor(term + 0.5 - self.order / 2.0)
-        offsets = torch.arange(self.order + 1, dtype=v.dtype, device=v.device)
-        t = start[:, None] + offsets - term[:, None]
-        weights = bspline_kernel(t, self.order)
-        start = start.long().clamp(0, self.bins - self.order - 1)
-        if not derivative:
-            return start, weights, None
-        dweights = -bspline_kernel_derivative(t, self.order) * (slope / self.binsize)[:, None]
-        return start, weights, dweights
-
 
 class ParzenHistogram:
     """Joint histogram p(i, j) = (1/N) sum_s w_f(i - term_f(s)) w_m(j - term_m(s)) with B-spline Parzen windows."""
@@ -140,38 +104,13 @@ class ParzenHistogram:
         self.fixed = _Binning(fixed_range, fixed_bins, fixed_order, fixed_limit_ratio, soft=False)
         self.moving = _Binning(moving_range, moving_bins, moving_order, moving_limit_ratio, soft=True)
 
-    def _flat(self, fstart, mstart):
-        fo = torch.arange(self.fixed.order + 1, device=fstart.device)
-        mo = torch.arange(self.moving.order + 1, device=mstart.device)
-        rows = (fstart[:, None] + fo)[:, :, None]
-        cols = (mstart[:, None] + mo)[:, None, :]
-        return rows * self.moving.bins + cols  # (N, Kf, Km)
-
     def joint(self, f, m, derivative: bool = False):
-        fstart, fw, _ = self.fixed.taps(f)
-        mstart, mw, mdw = self.moving.taps(m, derivative)
-        if kernels.usable(f, m):
-            p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=torch.float64)
-            kernels.parzen_joint(fstart.numpy(), fw.numpy(), mstart.numpy(), mw.numpy(), self.moving.bins, p.numpy())
-            return p.reshape(self.fixed.bins, self.moving.bins), (fstart, fw, mstart, mdw)  # float64: no subnormals
-        flat = self._flat(fstart, mstart)
-        outer = fw[:, :, None] * mw[:, None, :]
-        p = torch.zeros(self.fixed.bins * self.moving.bins, dtype=f.dtype, device=f.device)
-        p = p.index_add(0, flat.reshape(-1), outer.reshape(-1)) / f.shape[0]
-        p = p.reshape(self.fixed.bins, self.moving.bins)
-        return p, (flat, fw, mdw)
+        """p (Bf, Bm) and the taps ``contract`` needs (compute.parzen_joint)."""
+        return compute.parzen_joint(self.fixed, self.moving, f, m, derivative)
 
-    def contract(self, dvalue_dp: torch.Tensor, parts, n: int) -> torch.Tensor:
+    def contract(self, dvalue_dp: torch.Tensor, parts: compute.ParzenParts, n: int) -> torch.Tensor:
         """d value / d m_s = (1/N) sum_ij dvalue/dp_ij w_f(i, s) w_m'(j, s)."""
-        if len(parts) == 4:  # from the compiled joint()
-            fstart, fw, mstart, mdw = parts
-            out = torch.empty(n, dtype=torch.float64)
-            kernels.parzen_contract(dvalue_dp.to(torch.float64).contiguous().numpy(), fstart.numpy(), fw.numpy(),
-                                    mstart.numpy(), mdw.numpy(), out.numpy())
-            return out
-        flat, fw, mdw = parts
-        k = dvalue_dp.reshape(-1).index_select(0, flat.reshape(-1)).reshape(flat.shape)  # (N, Kf, Km)
-        return (k * fw[:, :, None] * mdw[:, None, :]).sum(dim=(1, 2)) / n
+        return compute.parzen_contract(dvalue_dp, parts, n)
 
 
 def _xlogx_sum(p):

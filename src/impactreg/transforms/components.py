@@ -14,7 +14,7 @@ from ..keys import NO_EFFECT, Key
 from ..pyramid import schedule
 from ..sampling import ImageSampler
 from .base import Transform
-from .bspline import BSplineTransform, control_grid_for_image
+from .bspline import BSplineTransform
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
 
 _COMMON_KEYS = (
@@ -61,8 +61,7 @@ class TransformComponent:
         else:
             # elastix's AutomaticScalesEstimation: mean over a grid of fixed points of sum_d (dT_d/dmu_p)^2;
             # also used for rotation-like parameters when no Scales are given.
-            step = max(1, int(round((fixed_grid.num_voxels / 10000) ** (1 / fixed_grid.dim))))
-            sampler = ImageSampler("Grid", fixed_grid, grid_spacing=(step,), dtype=torch.float64)
+            sampler = ImageSampler("Grid", fixed_grid, grid_spacing=(fixed_grid.sample_step(10000),), dtype=torch.float64)
             jac = transform.parameter_jacobian(sampler.sample())
             if not isinstance(jac, torch.Tensor):
                 jac = jac.to_dense()
@@ -72,16 +71,12 @@ class TransformComponent:
         return scales.sqrt()
 
 
-def _centre(grid: Grid) -> np.ndarray:
-    return grid.index_to_world((np.asarray(grid.size) - 1) / 2.0)
-
-
 def _centre_of_gravity(image: Image) -> np.ndarray:
     weights = image.data[0].double().clamp_min(0).reshape(-1)
     pts = image.grid.voxel_points()
     total = weights.sum()
     if total <= 0:
-        return _centre(image.grid)
+        return image.grid.centre
     return ((pts * weights[:, None]).sum(0) / total).numpy()
 
 
@@ -106,7 +101,7 @@ class MatrixTransformComponent(TransformComponent):
         elif automatic and method == "CenterOfGravity":
             centre = _centre_of_gravity(fixed)
         else:
-            centre = _centre(fixed.grid)
+            centre = fixed.grid.centre
         transform = self._create(dim, centre)
         if automatic:
             if method == "CenterOfGravity":
@@ -114,7 +109,7 @@ class MatrixTransformComponent(TransformComponent):
             elif method == "Origins":
                 fixed_c, moving_c = fixed.grid.origin, moving.grid.origin
             else:
-                fixed_c, moving_c = _centre(fixed.grid), _centre(moving.grid)
+                fixed_c, moving_c = fixed.grid.centre, moving.grid.centre
             if initial is not None:
                 with torch.no_grad():
                     fixed_c = initial.map(torch.from_numpy(np.asarray(fixed_c, dtype=np.float64))[None])[0].numpy()
@@ -178,8 +173,8 @@ class BSplineTransformComponent(TransformComponent):
         self.current = None
 
     def begin_level(self, view) -> Transform:
-        grid = control_grid_for_image(self.fixed.grid, self.final_spacing * self.schedule[view.level], self.order,
-                                      self.initial if self.how == "Compose" else None)
+        grid = self.fixed.grid.control_grid(self.final_spacing * self.schedule[view.level], self.order,
+                                            self.initial if self.how == "Compose" else None)
         self.current = BSplineTransform(grid, self.order) if self.current is None else _upsample(self.current, grid)
         self.current.elastix_name = self.name
         return self.current

@@ -19,14 +19,13 @@ from ..errors import TransformFileError
 from ..files import atomic_write_text
 from ..geometry import Grid
 from ..parameters.parse import RawParameters, format_parameter_map, parse_parameter_text
+from ..parameters.schema import lookup
 from .base import Transform
 from .bspline import BSplineTransform
 from .combination import COMBINATIONS, CombinationTransform
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
 
 NO_INITIAL = "NoInitialTransform"
-RESAMPLE_INTERPOLATORS = {"FinalNearestNeighborInterpolator": 0, "FinalLinearInterpolator": 1,
-                          "FinalBSplineInterpolator": None, "FinalBSplineInterpolatorFloat": None}
 MAX_CHAIN = 64
 
 # What the resampler needs, with elastix's defaults; written into every file.
@@ -53,15 +52,20 @@ class TransformFile:
     @property
     def interpolation_order(self) -> int:
         name = self._get("ResampleInterpolator", "FinalBSplineInterpolator")
-        if name not in RESAMPLE_INTERPOLATORS:
+        interpolators = REGISTRIES["ResampleInterpolator"][0]
+        if name not in interpolators:
             raise TransformFileError(f"{self.path}: unknown ResampleInterpolator {name!r}; use one of "
-                                     f"{', '.join(RESAMPLE_INTERPOLATORS)}")
-        order = RESAMPLE_INTERPOLATORS[name]
-        if order is None:
-            order = int(self._number("FinalBSplineInterpolationOrder", 3))
-            if not 0 <= order <= 5:
-                raise TransformFileError(f"{self.path}: FinalBSplineInterpolationOrder {order} is not in 0..5")
+                                     f"{', '.join(interpolators)}")
+        order = interpolators[name]().order(self)
+        if not 0 <= order <= 5:
+            raise TransformFileError(f"{self.path}: FinalBSplineInterpolationOrder {order} is not in 0..5")
         return order
+
+    def get(self, name: str):
+        """A numeric key with the type and default its component declares (what components read)."""
+        key = lookup(name)
+        value = self._number(name, key.default)
+        return int(value) if key.kind == "int" else value
 
     @property
     def default_pixel_value(self) -> float:
@@ -192,7 +196,7 @@ def _output_grid(keys: ElastixKeys) -> Grid:
     except Exception as exc:
         raise TransformFileError(f"{keys.path}: invalid output image geometry ({exc})") from None
     if np.any(index != 0):
-        grid = Grid(grid.size, spacing, grid.index_to_world(index), direction)
+        grid = grid.region(index)
     return grid
 
 
@@ -223,7 +227,7 @@ def _transform_from(keys: ElastixKeys) -> Transform:
         try:
             grid = Grid(tuple(int(s) for s in size), spacing, origin, direction)
             if np.any(grid_index != 0):
-                grid = Grid(grid.size, spacing, grid.index_to_world(grid_index), direction)
+                grid = grid.region(grid_index)
             transform = BSplineTransform(grid, order, params_t)
         except Exception as exc:
             raise TransformFileError(f"{keys.path}: invalid B-spline grid ({exc})") from None

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ...features.extractor import FeatureExtractor, image_stats
@@ -29,8 +28,8 @@ class ImpactInputs:
         self.model_device = self.config.device
         self.fixed_stats = image_stats(self.fixed.data).to(self.model_device)
         self.moving_stats = image_stats(self.moving.data).to(self.model_device)
-        self.fixed_direction = torch.tensor(np.round(self.fixed.grid.direction), dtype=torch.int64)
-        self.moving_direction = torch.tensor(np.round(self.moving.grid.direction), dtype=torch.int64)
+        self.fixed_direction = self.fixed.grid.axis_direction()
+        self.moving_direction = self.moving.grid.axis_direction()
 
     def subset(self, channels: int, wanted: int) -> torch.Tensor:
         """The channels compared this evaluation: all, or ``wanted`` drawn at random."""

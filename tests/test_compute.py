@@ -1,9 +1,17 @@
-"""The compiled CPU kernels compute exactly what the torch code computes."""
+"""The backend dispatcher: the compiled CPU kernels compute what their torch twins compute, for
+every operation kind, and with kernels off no compiled kernel runs at all."""
+import os
+import ast
+import pathlib
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 import torch
 
-from impactreg import kernels
+from impactreg import compute
+from impactreg.compute import dispatch, kernels
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.interpolation import Interpolator
@@ -12,9 +20,9 @@ from impactreg.transforms import BSplineTransform
 
 
 def _both(monkeypatch, compute):
-    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
     compiled = compute()
-    monkeypatch.setattr(kernels, "ENABLED", False)
+    monkeypatch.setattr(dispatch, "ENABLED", False)
     return compiled, compute()
 
 
@@ -65,7 +73,7 @@ def test_bspline_map_and_parameter_gradient_match_torch(monkeypatch, dim, order)
 
 
 def test_kernels_step_aside_for_autograd(monkeypatch):
-    monkeypatch.setattr(kernels, "ENABLED", True)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
     grid = _oblique_grid(3, (6, 6, 6), (10.0, 10.0, 10.0), 4)
     transform = BSplineTransform(grid, 3)
     params = torch.zeros(3 * grid.num_voxels, dtype=torch.float64, requires_grad=True)
@@ -108,6 +116,90 @@ def test_gaussian_smoothing_matches_torch(monkeypatch, dim):
     image = Image(torch.randn(2, *reversed(grid.size), generator=torch.Generator().manual_seed(1)), grid)
     fast, slow = _both(monkeypatch, lambda: gaussian_smooth(image, [3.0, 2.0, 4.0][:dim]).data)
     torch.testing.assert_close(fast, slow, rtol=0, atol=1e-6)
+
+
+def test_sparse_gram_matches_torch(monkeypatch):
+    rng = np.random.default_rng(9)
+    columns = 50
+    indices = torch.from_numpy(np.stack([rng.choice(columns, 8, replace=False) for _ in range(300)]))
+    weights = torch.from_numpy(rng.normal(size=(300, 8)))
+    fast, slow = _both(monkeypatch, lambda: compute.sparse_gram(indices, weights, columns))
+    dense = torch.zeros(300, columns, dtype=torch.float64).scatter_(1, indices, weights)
+    torch.testing.assert_close(fast, dense @ dense.T, rtol=0, atol=1e-12)
+    torch.testing.assert_close(slow, fast, rtol=0, atol=1e-12)
+
+
+def test_parzen_contraction_follows_the_histogram_backend(monkeypatch):
+    """One decision per Parzen histogram: the contraction runs where the histogram was built."""
+    hist = ParzenHistogram((0.0, 1.0), (0.0, 1.0), 16, 16, 0, 3)
+    f = torch.rand(200, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    p, parts = hist.joint(f, f.sqrt(), derivative=True)
+    assert parts.compiled and p.dtype == torch.float64
+    monkeypatch.setattr(dispatch, "ENABLED", False)
+    _, twin_parts = hist.joint(f, f.sqrt(), derivative=True)
+    assert not twin_parts.compiled
+    torch.testing.assert_close(hist.contract(p, parts, 200), hist.contract(p, twin_parts, 200), rtol=0, atol=1e-15)
+
+
+KERNELS = ("sample_image", "bspline_map", "bspline_scatter", "parzen_taps", "parzen_joint", "parzen_contract",
+           "convolve_axis", "voxel_world_points", "sparse_gram")
+
+
+def _short_bspline_registration():
+    from impactreg import register
+
+    yy, xx = torch.meshgrid(torch.arange(40.0), torch.arange(48.0), indexing="ij")
+    blob = lambda cx, cy: torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 60.0)  # noqa: E731
+    fixed = Image((100 * blob(20, 18) + 60 * blob(32, 26))[None], Grid.identity((48, 40)))
+    moving = Image((100 * blob(22, 19) + 60 * blob(31, 24))[None], Grid.identity((48, 40)))
+    pm = {"Transform": "BSplineTransform", "Metric": "AdvancedMattesMutualInformation", "NumberOfResolutions": 2,
+          "FinalGridSpacingInPhysicalUnits": 12, "MaximumNumberOfIterations": 8, "NumberOfSpatialSamples": 300,
+          "ImageSampler": "RandomCoordinate", "NewSamplesEveryIteration": "true", "WriteResultImage": "false"}
+    return register(fixed, moving, [pm], seed=0).transform.parameters
+
+
+def test_kernels_off_runs_no_compiled_kernel(monkeypatch):
+    """IMPACTREG_KERNELS=0 turns every compiled kernel off: a registration that, with kernels on,
+    calls each of them (MI, B-spline, random coordinates, pyramid smoothing, ASGD estimation)
+    calls none, and ends where the compiled run ends."""
+    calls = dict.fromkeys(KERNELS, 0)
+    for name in KERNELS:
+        def counted(*args, _name=name, _kernel=getattr(kernels, name)):
+            calls[_name] += 1
+            return _kernel(*args)
+        monkeypatch.setattr(kernels, name, counted)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    compiled = _short_bspline_registration()
+    assert all(calls.values()), calls  # the registration exercises every operation kind
+
+    def refuse(*args):
+        raise AssertionError("a compiled kernel ran with kernels off")
+    for name in KERNELS:
+        monkeypatch.setattr(kernels, name, refuse)
+    monkeypatch.setattr(dispatch, "ENABLED", False)
+    twin = _short_bspline_registration()
+    torch.testing.assert_close(twin, compiled, rtol=0, atol=1e-3)
+
+
+def test_the_environment_switch_turns_kernels_off():
+    code = "from impactreg.compute import dispatch; print(dispatch.ENABLED)"
+    env = dict(os.environ, IMPACTREG_KERNELS="0")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_only_the_dispatcher_chooses_a_backend():
+    """No module outside compute/ reaches for a kernel or a twin, or decides between them."""
+    package = pathlib.Path(compute.__file__).parents[1]
+    forbidden = {"kernels", "twins", "usable", "_compiled", "ENABLED"}
+    for path in package.rglob("*.py"):
+        if path.parent.name == "compute":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = {getattr(node, "id", None), getattr(node, "attr", None), getattr(node, "module", None)}
+            names |= {a.name.split(".")[-1] for a in getattr(node, "names", ()) if isinstance(a, ast.alias)}
+            assert not names & forbidden, f"{path}:{node.lineno}"
 
 
 def test_kernels_handle_no_points_and_grad_free_contexts():

@@ -1,39 +1,28 @@
-"""Fused CPU kernels (numba) for the per-iteration hot path.
+"""Fused CPU kernels (numba): the compiled side of every operation in ``compute.dispatch``.
 
 Three computations dominate an iteration on the CPU: sampling an image (value and gradient) at
 N points, the B-spline transform (mapping N points, scattering N point-gradients onto its
-coefficients) and the Parzen joint histogram of mutual information. The torch code in
-interpolation.py, transforms/bspline.py and metrics/intensity.py evaluates them as dozens of
-small tensor operations; here each is one compiled loop. They compute exactly the same thing
-(in float64 internally) and are used only for CPU tensors that need no autograd; the torch code
-stays the path for GPUs and for autograd (IMPACT's Jacobian mode, the PyTorch loss).
-``IMPACTREG_KERNELS=0`` turns them off. Compiled code is cached on disk by numba.
+coefficients) and the Parzen joint histogram of mutual information. Their torch twins
+(``compute.twins``) evaluate them as dozens of small tensor operations; here each is one
+compiled loop. Both compute the same thing (here in float64 internally). The kernels work on
+numpy arrays and fill the output arrays they are given; only ``compute.dispatch`` calls them.
+Compiled code is cached on disk by numba.
 """
 from __future__ import annotations
 
 import math
-import os
 
 import numpy as np
-import torch
 from numba import njit
 
-ENABLED = os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 MAX_TAPS = 6
 PREFETCH_ABOVE = 1 << 20  # coefficients (~4 MB float32): beyond the L2 cache, misses dominate
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # fastmath without assuming no NaN/inf
 
 
-def usable(*tensors: torch.Tensor) -> bool:
-    """True when the kernels may replace the torch code for these tensors."""
-    if not ENABLED:
-        return False
-    return all(t.device.type == "cpu" and not t.requires_grad for t in tensors)
-
-
 @njit(cache=True, inline="always")
 def _kernel(t, order):
-    """Centred B-spline basis of ``order`` at t (same as interpolation.bspline_kernel)."""
+    """Centred B-spline basis of ``order`` at t (same as compute.basis.bspline_kernel)."""
     a = abs(t)
     if order == 0:
         return 1.0 if -0.5 <= t < 0.5 else 0.0
@@ -316,7 +305,7 @@ def bspline_scatter(gradient, sizes, order, w2i, origin, points, d_points):
 @njit(cache=True)
 def parzen_taps(v, order, bins, true_min, true_max, vmin, vmax, binsize, nmin, soft, want_derivative, start, w, dw):
     """elastix's Parzen binning of values v (N,): first bin, weights and d weights / d v
-    (same as metrics.intensity._Binning.taps)."""
+    (same as compute.twins.parzen_taps)."""
     hi_gap = true_max - vmax
     lo_gap = true_min - vmin
     hard = (not soft) or hi_gap == 0.0 or lo_gap == 0.0

@@ -1,0 +1,167 @@
+"""The one backend dispatcher: every operation that has a compiled CPU kernel (``kernels``,
+numba) and a torch twin (``twins``) is called through here, and here alone it is decided which
+of the two runs.
+
+The compiled kernel runs when kernels are enabled (numba imports and ``IMPACTREG_KERNELS`` is
+not "0") and every tensor involved is on the CPU and requires no grad (``_compiled``, a few
+attribute reads per call); otherwise the torch twin runs (GPUs, autograd, kernels off). Both
+give the same results to float rounding. Operation kinds:
+
+========================  =========================  =========================================
+operation                 compiled kernel            torch twin
+========================  =========================  =========================================
+sample_image              kernels.sample_image       twins.sample_image
+bspline_map               kernels.bspline_map        twins.bspline_map
+bspline_scatter           kernels.bspline_scatter    twins.bspline_scatter
+parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.parzen_joint,
+                          parzen_joint, _contract    twins.parzen_contract
+convolve_axis             kernels.convolve_axis      twins.convolve_axis
+voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
+sparse_gram               kernels.sparse_gram        twins.sparse_gram
+========================  =========================  =========================================
+
+A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
+the choice in the ``ParzenParts`` it returns, which ``parzen_contract`` follows.
+"""
+from __future__ import annotations
+
+import os
+
+import torch
+
+from ..geometry import Grid
+from . import twins
+from .tables import ImageTable, ParzenParts, SplineTable
+
+try:
+    from . import kernels
+except ImportError:  # numba missing: the torch twins do everything
+    kernels = None
+
+ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
+
+
+def _compiled(*tensors: torch.Tensor) -> bool:
+    """The backend decision: True when the compiled kernel may run on these tensors."""
+    if not ENABLED:
+        return False
+    for t in tensors:
+        if t.device.type != "cpu" or t.requires_grad:
+            return False
+    return True
+
+
+def sample_image(table: ImageTable, points: torch.Tensor, gradient: bool = False):
+    """Sample an image at world points (N, D): values (N, C) (``table.default`` outside),
+    d value / d world point (N, C, D) when ``gradient`` (else None), inside (N,) bool; values
+    and gradients in ``table.dtype``."""
+    if not _compiled(points, table.coef):
+        return twins.sample_image(table, points, gradient)
+    coef, w2i, origin = table.kernel_arrays()
+    n, dim = points.shape
+    values = torch.empty((n, table.channels), dtype=table.dtype)
+    grads = torch.empty((n, table.channels, dim) if gradient else (1, 1, 1), dtype=table.dtype)
+    inside = torch.empty(n, dtype=torch.bool)
+    kernels.sample_image(coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default,
+                         values.numpy(), grads.numpy(), inside.numpy())
+    return values, (grads if gradient else None), inside
+
+
+def bspline_map(table: SplineTable, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
+    """T(points) (..., D) of the B-spline transform on ``table`` with parameters (D * K,) (in
+    the points' dtype and device); a point whose support leaves the control grid stays put."""
+    if not _compiled(points, params):
+        return twins.bspline_map(table, params, points)
+    sizes, w2i, origin = table.kernel_arrays()
+    pts = points.reshape(-1, table.dim).contiguous()
+    out = torch.empty_like(pts)
+    kernels.bspline_map(params.detach().to(torch.float64).contiguous().numpy(), sizes, table.order, w2i, origin,
+                        pts.numpy(), out.numpy())
+    return out.reshape(points.shape)
+
+
+def bspline_scatter(table: SplineTable, points: torch.Tensor, d_points: torch.Tensor) -> torch.Tensor:
+    """The parameter gradient (D * K,) sum_n (dT(x_n)/dmu)^T d_points[n] for points (..., D) and
+    d_points (N, D), in the dtype of ``d_points``."""
+    if not _compiled(points, d_points):
+        return twins.bspline_scatter(table, points, d_points)
+    sizes, w2i, origin = table.kernel_arrays()
+    pts = points.reshape(-1, table.dim).contiguous()
+    out = torch.zeros(table.dim * table.grid.num_voxels, dtype=torch.float64)
+    kernels.bspline_scatter(out.numpy(), sizes, table.order, w2i, origin, pts.numpy(),
+                            d_points.reshape(-1, table.dim).to(pts.dtype).contiguous().numpy())
+    return out.to(d_points.dtype)
+
+
+def parzen_joint(fixed, moving, f: torch.Tensor, m: torch.Tensor, derivative: bool = False):
+    """The Parzen joint histogram p (Bf, Bm) of fixed values f (N,) and moving values m (N,),
+    and the taps its contraction needs (moving weight derivatives with ``derivative``).
+
+    ``fixed`` and ``moving`` are binnings with the attributes order, bins, true_min, true_max,
+    min, max, binsize, nmin and soft (``metrics.intensity._Binning``). The compiled histogram
+    is float64 (no subnormals); the twin's has the dtype of f."""
+    if not _compiled(f, m):
+        return twins.parzen_joint(fixed, moving, f, m, derivative)
+    fstart, fw, _ = _parzen_taps(fixed, f, False)
+    mstart, mw, mdw = _parzen_taps(moving, m, derivative)
+    p = torch.zeros(fixed.bins * moving.bins, dtype=torch.float64)
+    kernels.parzen_joint(fstart.numpy(), fw.numpy(), mstart.numpy(), mw.numpy(), moving.bins, p.numpy())
+    return p.reshape(fixed.bins, moving.bins), ParzenParts(True, fstart, fw, mstart, mdw)
+
+
+def _parzen_taps(binning, v: torch.Tensor, derivative: bool):
+    """twins.parzen_taps by the compiled kernel: first bin (N,), weights and d weights / d v
+    (N, order + 1) in float64."""
+    n, k = v.shape[0], binning.order + 1
+    start, w = torch.empty(n, dtype=torch.long), torch.empty((n, k), dtype=torch.float64)
+    dw = torch.empty((n, k) if derivative else (1, 1), dtype=torch.float64)
+    kernels.parzen_taps(v.contiguous().numpy(), binning.order, binning.bins, binning.true_min, binning.true_max,
+                        binning.min, binning.max, binning.binsize, binning.nmin, binning.soft, derivative,
+                        start.numpy(), w.numpy(), dw.numpy())
+    return start, w, (dw if derivative else None)
+
+
+def parzen_contract(dvalue_dp: torch.Tensor, parts: ParzenParts, n: int) -> torch.Tensor:
+    """d value / d m_s (N,) = (1/N) sum_ij dvalue/dp_ij w_f(i, s) w_m'(j, s) for dvalue_dp
+    (Bf, Bm), on the backend that built ``parts``."""
+    if not parts.compiled:
+        return twins.parzen_contract(dvalue_dp, parts, n)
+    out = torch.empty(n, dtype=torch.float64)
+    kernels.parzen_contract(dvalue_dp.to(torch.float64).contiguous().numpy(), parts.fstart.numpy(), parts.fw.numpy(),
+                            parts.mstart.numpy(), parts.mdw.numpy(), out.numpy())
+    return out
+
+
+def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
+    """data (C, [Z,] Y, X) convolved along image ``axis`` (0 = x, 1 = y, 2 = z) with a centred
+    odd-length kernel (K,) of the same dtype, edges replicated; same shape."""
+    if not _compiled(data, kernel):
+        return twins.convolve_axis(data, kernel, axis)
+    dim = data.dim() - 1
+    block = data.reshape(data.shape[0], *([1] * (3 - dim)), *data.shape[1:]).contiguous()
+    out = torch.empty_like(block)
+    kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
+    return out.reshape(data.shape)
+
+
+def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """World points (N, D) in ``dtype`` of flat voxel indices (N,) of ``grid`` (x fastest), each
+    plus a jitter (N, D) in voxels when given."""
+    if not _compiled(flat):
+        return twins.voxel_world_points(grid, flat, jitter, dtype)
+    t = grid.tensors(dtype)
+    out = torch.empty((flat.shape[0], grid.dim), dtype=dtype)
+    kernels.voxel_world_points(flat.numpy(), t.size.numpy(),
+                               (jitter if jitter is not None else torch.zeros(1, 1, dtype=dtype)).numpy(),
+                               t.index_to_world.numpy(), t.origin.numpy(), out.numpy())
+    return out
+
+
+def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> torch.Tensor:
+    """W W^T (N, N) in float64 for the sparse rows W[n, indices[n, k]] = weights[n, k] (float64),
+    W having ``columns`` columns."""
+    if not _compiled(indices, weights):
+        return twins.sparse_gram(indices, weights, columns)
+    gram = torch.zeros(indices.shape[0], indices.shape[0], dtype=torch.float64)
+    kernels.sparse_gram(indices.contiguous().numpy(), weights.contiguous().numpy(), columns, gram.numpy())
+    return gram
