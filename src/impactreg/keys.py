@@ -43,7 +43,3 @@ class LevelView:
 
     def __contains__(self, name: str) -> bool:
         return name in self.map
-
-    def stage(self):
-        """The whole map, for keys that are not per level."""
-        return self.map
