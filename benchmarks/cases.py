@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import impactreg  # noqa: F401  (first: it sets the OpenMP wait policy users get, before torch loads)
 import numpy as np
 import torch
 

@@ -15,10 +15,10 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import impactreg  # first: it sets the OpenMP wait policy users get, before torch loads
 import numpy as np
 import torch
 
-import impactreg
 from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice, target_registration_errors
 from impactreg.image import Image, write_image
 from impactreg.parameters import format_parameter_map

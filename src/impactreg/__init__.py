@@ -1,4 +1,12 @@
 """impactreg: elastix-compatible multimodal image registration with the IMPACT semantic metric."""
+import os as _os
+
+# OpenMP threads that busy-wait for work (libgomp's default) make a registration 5-15x slower when
+# other processes share the cores (benchmarks/load.py); waiting passively costs nothing measurable
+# alone. OpenMP reads this when torch loads, so it is set before torch is imported; a user's own
+# setting wins.
+_os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 __version__ = "0.1.0"
 
 from .errors import ImageError, ImpactRegError, InputError, ModelError, OutputError, ParameterError, TransformFileError
