@@ -96,9 +96,12 @@ def test_register_refuses_to_replace_any_input(earlier_run, tmp_path):
 def test_cli_refuses_an_output_folder_holding_an_input(earlier_run):
     fixed, moving, pmap, out = earlier_run
     before = snapshot(out)
+    (out / "qc.png").symlink_to(moving)
+    before = snapshot(out)
     cases = [(["-f", out / "result.0.mha", "-m", moving], "result.0.mha would replace the fixed image"),
              (["-f", fixed, "-m", moving, "-t0", out / "TransformParameters.0.txt"],
-              "TransformParameters.0.txt would replace the initial transform")]
+              "TransformParameters.0.txt would replace the initial transform"),
+             (["-f", fixed, "-m", moving, "--qc"], "qc.png would replace the moving image")]
     for args, message in cases:
         r = run_cli("register", *args, "-p", pmap, "-out", out)
         lines = r.stderr.strip().splitlines()
