@@ -47,3 +47,29 @@ def test_entry_script_explains_a_missing_parameter_map(tmp_path):
     r = subprocess.run([sys.executable, "-m", "impactreg.docker_entry", "--data", str(data), "--out", str(tmp_path / "Out")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and "ParameterMap.txt" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_entry_script_checks_the_landmarks_before_registering(tmp_path):
+    data, out = tmp_path / "Data", tmp_path / "Out"
+    data.mkdir()
+    image = Image(torch.rand(1, 16, 16), Grid((16, 16), (1.0, 1.0), (0.0, 0.0), np.eye(2)))
+    write_image(image, data / "FixedImage.mha")
+    write_image(image, data / "MovingImage.mha")
+    (data / "ParameterMap.txt").write_text('(Transform "TranslationTransform")\n(Metric "AdvancedMeanSquares")\n'
+                                           '(NumberOfResolutions 1)\n(MaximumNumberOfIterations 5)\n')
+    fixed_points, moving_points = data / "Fixed_landmarks.txt", data / "Moving_landmarks.txt"
+    cases = [
+        (np.array([[3.0, 4.0]]), None, "has no partner Moving_landmarks.txt"),
+        (np.array([[3.0, 4.0]]), np.array([[3.0, 4.0, 5.0]]), "the landmarks are 3D but the moving image is 2D"),
+        (np.array([[3.0, 4.0], [5.0, 6.0]]), np.array([[3.0, 4.0]]), "lists 2 landmarks and"),
+    ]
+    for fixed_rows, moving_rows, message in cases:
+        write_points(fixed_points, fixed_rows)
+        moving_points.unlink(missing_ok=True)
+        if moving_rows is not None:
+            write_points(moving_points, moving_rows)
+        r = subprocess.run([sys.executable, "-m", "impactreg.docker_entry", "--data", str(data), "--out", str(out)],
+                           capture_output=True, text=True)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and message in lines[0], r.stderr
+        assert not out.exists()  # nothing was registered or written

@@ -7,6 +7,7 @@ import sys
 
 from . import __version__
 from .errors import ImpactRegError
+from .signals import Terminated, terminate_raises
 
 log = logging.getLogger("impactreg")
 
@@ -131,6 +132,12 @@ def _run_register(args) -> int:
     if bool(args.maps) == bool(args.preset):
         raise ImpactRegError("give parameter maps with -p MAP (repeatable) or a --preset NAME, not both or neither")
     maps = args.maps or preset_maps(args.preset)
+    inputs = {"fixed image": args.fixed, "moving image": args.moving, "fixed mask": args.fixed_mask,
+              "moving mask": args.moving_mask, "initial transform": args.initial, "parameter map": args.maps}
+    if args.qc:
+        from .engine.outputs import input_files, refuse_replacing_inputs
+
+        refuse_replacing_inputs(args.out, ("qc.png", "qc.html"), input_files(inputs))
     result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                       initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
                       threads=args.threads, progress=progress)
@@ -141,7 +148,7 @@ def _run_register(args) -> int:
         fixed, moving = read_image(args.fixed), read_image(args.moving)
         numbers = {f"stage {st.index} final metric": st.levels[-1].values[-1] for st in result.stages if st.levels[-1].values}
         numbers["registration time (s)"] = result.seconds
-        for path in write_qc(fixed.channel(0), moving.channel(0), result.transform, args.out, numbers):
+        for path in write_qc(fixed.channel(0), moving.channel(0), result.transform, args.out, numbers, inputs=inputs):
             result.outputs[path.name] = path
     if not args.quiet:
         for stage in result.stages:
@@ -178,7 +185,8 @@ def _run_qc(args) -> int:
     fixed, moving = read_image(args.fixed), read_image(args.moving)
     if fixed.dim != tf.transform.dim or moving.dim != tf.transform.dim:
         raise ImpactRegError(f"{args.tp} is {tf.transform.dim}D but the images are {fixed.dim}D and {moving.dim}D")
-    for path in write_qc(fixed.channel(0), moving.channel(0), tf.transform, args.out):
+    inputs = {"transform file": tf.chain, "fixed image": args.fixed, "moving image": args.moving}
+    for path in write_qc(fixed.channel(0), moving.channel(0), tf.transform, args.out, inputs=inputs):
         print(f"wrote {path}")
     return 0
 
@@ -256,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
                 "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate,
                 "qc": _run_qc}
     try:
-        return handlers[args.command](args)
+        with terminate_raises():
+            return handlers[args.command](args)
     except ImpactRegError as exc:
         if getattr(args, "debug", False):
             raise
@@ -272,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("impactreg: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("impactreg: terminated", file=sys.stderr)
+        return Terminated.exit_code
 
 
 if __name__ == "__main__":

@@ -17,6 +17,9 @@ from pathlib import Path
 from .errors import ImpactRegError, InputError
 from .files import atomic_write_text
 from .image import IMAGE_SUFFIXES
+from .signals import Terminated, terminate_raises
+
+SUMMARY_NAME = "evaluation.json"
 
 
 def _find(folder: Path, stems: tuple[str, ...], required: bool, what: str) -> Path | None:
@@ -31,10 +34,38 @@ def _find(folder: Path, stems: tuple[str, ...], required: bool, what: str) -> Pa
     return None
 
 
-def run(data: Path, out: Path, device: str | None = None) -> dict:
-    from .evaluation import target_registration_errors
+def _landmarks(data: Path) -> tuple[Path, Path] | None:
+    fixed, moving = data / "Fixed_landmarks.txt", data / "Moving_landmarks.txt"
+    if fixed.is_file() != moving.is_file():
+        given, missing = (fixed, moving) if fixed.is_file() else (moving, fixed)
+        raise InputError(f"{given} has no partner {missing.name}; give both landmark files for TRE, or neither")
+    return (fixed, moving) if fixed.is_file() else None
+
+
+def _landmark_points(paths: tuple[Path, Path], fixed_grid, moving_grid):
+    """The fixed and moving landmarks as corresponding world points, checked against the images."""
     from .points import read_points
+
+    world = []
+    for path, grid, what in ((paths[0], fixed_grid, "fixed"), (paths[1], moving_grid, "moving")):
+        points = read_points(path)
+        if points.dim != grid.dim:
+            raise InputError(f"{path}: the landmarks are {points.dim}D but the {what} image is {grid.dim}D; "
+                             f"give {grid.dim}D points")
+        world.append(points.world(grid))
+    if len(world[0]) != len(world[1]):
+        raise InputError(f"{paths[0]} lists {len(world[0])} landmarks and {paths[1]} {len(world[1])}; "
+                         f"give corresponding landmarks, one per line in the same order")
+    return world
+
+
+def run(data: Path, out: Path, device: str | None = None) -> dict:
+    """Every input is read and checked first; then the registration runs and writes its outputs."""
+    from .engine.outputs import input_files, refuse_replacing_inputs, registration_output_names
     from .engine.registration import register
+    from .evaluation import target_registration_errors
+    from .image import read_image
+    from .parameters import load_parameter_maps
 
     fixed = _find(data, ("Fixed_image", "FixedImage"), True, "fixed image")
     moving = _find(data, ("Moving_image", "MovingImage"), True, "moving image")
@@ -44,21 +75,23 @@ def run(data: Path, out: Path, device: str | None = None) -> dict:
     maps += sorted(data.glob("ParameterMap.[0-9]*.txt"), key=lambda p: int(p.name.split(".")[1]))
     fixed_mask = _find(data, ("Fixed_mask", "FixedMask"), False, "fixed mask")
     moving_mask = _find(data, ("Moving_mask", "MovingMask"), False, "moving mask")
+    landmarks = _landmarks(data)
+    inputs = {"fixed image": fixed, "moving image": moving, "parameter map": maps, "fixed mask": fixed_mask,
+              "moving mask": moving_mask, "landmark file": list(landmarks or ())}
+    names = registration_output_names(load_parameter_maps(maps)) + [SUMMARY_NAME]
+    refuse_replacing_inputs(out, names, input_files(inputs))
+    points = None
+    if landmarks is not None:
+        points = _landmark_points(landmarks, read_image(fixed).grid, read_image(moving).grid)
     if (data / "Models").is_dir():
         os.environ.setdefault("IMPACTREG_MODELS", str(data / "Models"))
     result = register(fixed, moving, maps, fixed_mask=fixed_mask, moving_mask=moving_mask, out_dir=out, device=device)
     summary = {"stages": len(result.stages), "seconds": result.seconds,
                "outputs": [str(p) for p in result.outputs.values()]}
-    fixed_points, moving_points = data / "Fixed_landmarks.txt", data / "Moving_landmarks.txt"
-    if fixed_points.is_file() and moving_points.is_file():
-        from .image import read_image
-
-        fp, mp = read_points(fixed_points), read_points(moving_points)
-        f = fp.world(result.fixed_grid)
-        m = mp.world(read_image(moving).grid)
-        errors = target_registration_errors(result.transform, f, m)
+    if points is not None:
+        errors = target_registration_errors(result.transform, *points)
         summary["tre_mm"] = {"mean": float(errors.mean()), "max": float(errors.max()), "count": int(len(errors))}
-    atomic_write_text(out / "evaluation.json", json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out / SUMMARY_NAME, json.dumps(summary, indent=2) + "\n")
     return summary
 
 
@@ -69,10 +102,17 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="cpu or cuda:N (default: cpu)")
     args = parser.parse_args(argv)
     try:
-        summary = run(Path(args.data), Path(args.out), args.device)
+        with terminate_raises():
+            summary = run(Path(args.data), Path(args.out), args.device)
     except ImpactRegError as exc:
         print(f"impactreg docker: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except KeyboardInterrupt:
+        print("impactreg docker: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("impactreg docker: terminated", file=sys.stderr)
+        return Terminated.exit_code
     print(f"registered in {summary['seconds']:.1f} s; outputs in {args.out}")
     if "tre_mm" in summary:
         t = summary["tre_mm"]

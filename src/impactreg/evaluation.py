@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from .engine.outputs import input_files, refuse_replacing_inputs
 from .errors import ImageError, InputError
 from .files import atomic_write_text
 from .image import Image, read_image
@@ -95,6 +97,11 @@ def evaluate(transform_file: str | os.PathLike, fixed_points=None, moving_points
              out_json: str | os.PathLike | None = None) -> dict:
     """Every measure the inputs allow, for a TransformParameters file (fixed -> moving)."""
     tf = read_transform_file(transform_file)
+    if out_json is not None:
+        inputs = {"transform file": tf.chain, "fixed point file": fixed_points, "moving point file": moving_points,
+                  "fixed label map": fixed_labels, "moving label map": moving_labels, "fixed image": fixed_image,
+                  "moving image": moving_image, "mask": mask}
+        refuse_replacing_inputs(Path(out_json).parent, [Path(out_json).name], input_files(inputs))
     transform, grid = tf.transform, tf.grid
     summary: dict = {"transform": str(tf.path)}
     mask_tensor = None

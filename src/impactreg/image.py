@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -18,6 +17,7 @@ import SimpleITK as sitk
 import torch
 
 from .errors import ImageError, InputError, OutputError
+from .files import new_folder
 from .geometry import Grid
 
 IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".png")
@@ -220,7 +220,7 @@ def write_image(image: Image, path: str | os.PathLike, pixel_type: str | None = 
         return p
     sitk_image = image.to_sitk(pixel_type)
     p.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=p.parent, prefix=f".{p.name}."))
+    tmpdir = new_folder(p.parent, f".{p.name}.")
     try:
         sitk.WriteImage(sitk_image, str(tmpdir / p.name), compress)
         written = sorted(tmpdir.iterdir(), key=lambda f: f.name == p.name)  # header (named file) last
@@ -265,7 +265,7 @@ def _write_dicom_series(image: Image, folder: Path, pixel_type: str | None) -> N
     now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     iop = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))
     folder.parent.mkdir(parents=True, exist_ok=True)
-    tmpdir = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    tmpdir = new_folder(folder.parent, f".{folder.name}.")
     try:
         writer = sitk.ImageFileWriter()
         writer.KeepOriginalImageUIDOn()

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from .engine.outputs import StagedFolder
 from .files import atomic_write_text
 from .image import Image
 from .warp import jacobian_determinant, resample
@@ -91,28 +92,28 @@ def montage(fixed: Image, moving: Image, transform: Transform) -> np.ndarray:
 
 
 def write_qc(fixed: Image, moving: Image, transform: Transform, out_dir: str | os.PathLike,
-             numbers: dict | None = None, name: str = "qc") -> tuple[Path, Path]:
-    """Write <name>.png (the montage) and <name>.html (montage + numbers) into ``out_dir``."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    picture = montage(fixed, moving, transform)
-    png = out / f"{name}.png"
-    tmp = out / f".{name}.tmp.png"
-    sitk.WriteImage(sitk.GetImageFromArray(picture, isVector=True), str(tmp))
-    tmp.replace(png)
-    det = jacobian_determinant(transform, fixed.grid).data[0]
-    stats = {"Jacobian determinant min": float(det.min()), "Jacobian determinant max": float(det.max()),
-             "folded voxels (%)": 100.0 * float((det <= 0).double().mean())}
-    stats.update(numbers or {})
-    encoded = base64.b64encode(png.read_bytes()).decode("ascii")
-    rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in stats.items())
-    header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
-    page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>impactreg QC</title>"
-            f"<style>body{{font-family:sans-serif;background:#222;color:#eee}}td,th{{padding:2px 10px}}</style></head>"
-            f"<body><h2>impactreg registration QC</h2><table><tr>{header}</tr></table>"
-            f"<img alt='QC montage' src='data:image/png;base64,{encoded}'><h3>Numbers</h3><table>{rows}</table></body></html>")
-    page_path = atomic_write_text(out / f"{name}.html", page)
-    return png, page_path
+             numbers: dict | None = None, name: str = "qc", inputs: dict | None = None) -> tuple[Path, Path]:
+    """Write <name>.png (the montage) and <name>.html (montage + numbers) into ``out_dir``; neither may
+    replace one of ``inputs`` ({what: path}, the files the images and transform came from)."""
+    names = (f"{name}.png", f"{name}.html")
+    with StagedFolder(out_dir, names, inputs or {}) as folder:
+        picture = montage(fixed, moving, transform)
+        png = folder.path(names[0])
+        sitk.WriteImage(sitk.GetImageFromArray(picture, isVector=True), str(png))
+        det = jacobian_determinant(transform, fixed.grid).data[0]
+        stats = {"Jacobian determinant min": float(det.min()), "Jacobian determinant max": float(det.max()),
+                 "folded voxels (%)": 100.0 * float((det <= 0).double().mean())}
+        stats.update(numbers or {})
+        encoded = base64.b64encode(png.read_bytes()).decode("ascii")
+        rows = "".join(f"<tr><td>{html.escape(str(k))}</td><td>{html.escape(_fmt(v))}</td></tr>" for k, v in stats.items())
+        header = "".join(f"<th>{html.escape(c)}</th>" for c in COLUMNS)
+        page = (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>impactreg QC</title>"
+                f"<style>body{{font-family:sans-serif;background:#222;color:#eee}}td,th{{padding:2px 10px}}</style></head>"
+                f"<body><h2>impactreg registration QC</h2><table><tr>{header}</tr></table>"
+                f"<img alt='QC montage' src='data:image/png;base64,{encoded}'><h3>Numbers</h3><table>{rows}</table></body></html>")
+        atomic_write_text(folder.path(names[1]), page)
+        folder.commit()
+    return Path(out_dir) / names[0], Path(out_dir) / names[1]
 
 
 def _fmt(value) -> str:

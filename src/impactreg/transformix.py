@@ -4,12 +4,14 @@ deformation field and the Jacobian determinant, on the output grid of a Transfor
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from .engine.outputs import StagedFolder
 from .errors import InputError
 from .files import atomic_write_text
 from .image import Image, image_format, read_image, write_image
@@ -45,8 +47,6 @@ def transform(transform_file: str | os.PathLike | TransformFile, out_dir: str | 
     point_set = read_points(points) if isinstance(points, (str, os.PathLike)) else points
     if point_set is not None and point_set.dim != dim:
         raise InputError(f"{points}: the points are {point_set.dim}D but the transform file {tf.path} is {dim}D")
-    if out_dir is not None and Path(out_dir).exists() and not Path(out_dir).is_dir():
-        raise InputError(f"{out_dir}: the output folder exists as a file; give a folder")
 
     ext = tf.result_format
     try:
@@ -54,33 +54,42 @@ def transform(transform_file: str | os.PathLike | TransformFile, out_dir: str | 
     except InputError:
         raise InputError(f"{tf.path}: ResultImageFormat {ext!r} is not supported; use mha, mhd, nii, nii.gz or nrrd") from None
 
-    result = TransformixResult()
-    staged: list[tuple[str, object]] = []
+    names = [name for name, wanted in ((f"result.{ext}", moving is not None), ("outputpoints.txt", point_set is not None),
+                                       (f"deformationField.{ext}", deformation), (f"spatialJacobian.{ext}", jacobian),
+                                       (f"fullSpatialJacobian.{ext}", jacobian_matrix)) if wanted]
+    inputs = {"transform file": tf.chain, "image": image, "point file": points}
+    with StagedFolder(out_dir, names, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
+        result = _compute(tf, moving, point_set, deformation, jacobian, jacobian_matrix, labels, device, folder)
+        if folder is not None:
+            folder.commit()
+            result.outputs = {name: Path(out_dir) / name for name in names}
+    return result
+
+
+def _compute(tf: TransformFile, moving: Image | None, point_set: PointSet | None, deformation: bool, jacobian: bool,
+             jacobian_matrix: bool, labels: bool, device, folder: StagedFolder | None) -> TransformixResult:
+    """The requested outputs, written into ``folder`` when given."""
+    ext, result = tf.result_format, TransformixResult()
+
+    def save(name: str, image: Image, pixel_type: str) -> None:
+        if folder is not None:
+            write_image(image, folder.path(name), pixel_type, tf.compress)
+
     if moving is not None:
         order = 0 if labels else tf.interpolation_order
         result.image = resample(moving, tf.transform, tf.grid, order, tf.default_pixel_value, device)
-        pixel_type = moving.pixel_type if labels else tf.result_pixel_type
-        staged.append((f"result.{ext}", lambda p, im=result.image, pt=pixel_type: write_image(im, p, pt, tf.compress)))
+        save(f"result.{ext}", result.image, moving.pixel_type if labels else tf.result_pixel_type)
     if point_set is not None:
         world_in = point_set.world(tf.grid)
         result.points = map_points(tf.transform, world_in)
-        text = format_output_points(point_set, world_in, result.points, tf.grid,
-                                    moving.grid if moving is not None else None)
-        staged.append(("outputpoints.txt", lambda p, t=text: atomic_write_text(p, t)))
+        if folder is not None:
+            text = format_output_points(point_set, world_in, result.points, tf.grid,
+                                        moving.grid if moving is not None else None)
+            atomic_write_text(folder.path("outputpoints.txt"), text)
     if deformation:
-        field_ = deformation_field(tf.transform, tf.grid, device)
-        staged.append((f"deformationField.{ext}", lambda p, im=field_: write_image(im, p, "float32", tf.compress)))
+        save(f"deformationField.{ext}", deformation_field(tf.transform, tf.grid, device), "float32")
     if jacobian:
-        det = jacobian_determinant(tf.transform, tf.grid, device)
-        staged.append((f"spatialJacobian.{ext}", lambda p, im=det: write_image(im, p, "float32", tf.compress)))
+        save(f"spatialJacobian.{ext}", jacobian_determinant(tf.transform, tf.grid, device), "float32")
     if jacobian_matrix:
-        mat = spatial_jacobian(tf.transform, tf.grid, device)
-        staged.append((f"fullSpatialJacobian.{ext}", lambda p, im=mat: write_image(im, p, "float32", tf.compress)))
-    if out_dir is not None:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        for name, write in staged:
-            path = out / name
-            write(path)
-            result.outputs[name] = path
+        save(f"fullSpatialJacobian.{ext}", spatial_jacobian(tf.transform, tf.grid, device), "float32")
     return result

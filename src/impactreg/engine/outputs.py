@@ -1,26 +1,28 @@
-"""The outputs of a registration: a staging folder moved into the output folder only when the whole
-registration succeeded, the log, and each stage's TransformParameters, result image and
-IterationInfo files."""
+"""Outputs, staged: files are written into a hidden staging folder and moved into the output folder
+together, only when the whole command succeeded; an output never replaces an input. The registration's
+outputs are the log and each stage's TransformParameters, result image and IterationInfo files."""
 from __future__ import annotations
 
 import logging
 import os
 import shutil
-import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import InputError
-from ..files import atomic_write_text
+from ..errors import ImpactRegError, InputError, OutputError
+from ..files import atomic_write_text, new_folder
 from ..image import Image
+from ..signals import signals_deferred
 from ..transforms import CombinationTransform
-from ..transforms.elastix_files import write_transform_file
+from ..transforms.elastix_files import read_transform_file, write_transform_file
 
 log = logging.getLogger("impactreg")
 
 # keys a TransformParameters file carries for transformix's result image
 _RESAMPLE_KEYS = ("ResampleInterpolator", "FinalBSplineInterpolationOrder", "DefaultPixelValue", "ResultImageFormat",
                   "ResultImagePixelType", "CompressResultImage")
+LOG_NAME = "impactreg.log"
 
 
 @dataclass
@@ -36,18 +38,134 @@ class IterationInfo:
     seconds: float
 
 
-class OutputFolder:
-    """Outputs are written into a hidden staging folder beside ``out_dir`` and moved into it on ``commit``;
-    leaving the context without a commit removes the staging folder."""
+def input_files(inputs: dict[str, object]) -> list[tuple[str, Path]]:
+    """(what, path) of every input given as a path; a list value gives one pair per path in it.
+    Inputs given as objects (images, dicts, transforms, map texts) are not files and are skipped."""
+    found = []
+    for what, value in inputs.items():
+        for item in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(item, os.PathLike) or (isinstance(item, str) and "\n" not in item):
+                found.append((what, Path(item)))
+    return found
 
-    def __init__(self, out_dir: str | os.PathLike):
+
+def transform_file_chain(value) -> list[Path]:
+    """A transform file given as a path and the files of its chain of initial transforms."""
+    if not isinstance(value, (str, os.PathLike)):
+        return []
+    try:
+        return read_transform_file(value).chain
+    except ImpactRegError:
+        return [Path(value)]
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)  # also symbolic and hard links
+    except OSError:  # one of them does not exist
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def refuse_replacing_inputs(out_dir: str | os.PathLike, names: Iterable[str], inputs: list[tuple[str, Path]]) -> None:
+    """Raise OutputError when writing any of ``names`` into ``out_dir`` would replace one of ``inputs``."""
+    for name in names:
+        target = Path(out_dir) / name
+        for what, path in inputs:
+            if _same_file(target, path):
+                raise OutputError(f"the output {target} would replace the {what} {path}; "
+                                  f"choose another output folder (-out)")
+
+
+def _make_folders(folder: Path) -> list[Path]:
+    """Create ``folder`` and its missing parents; the folders created, deepest first."""
+    missing = []
+    while not folder.exists():
+        missing.append(folder)
+        folder = folder.parent
+    for path in reversed(missing):
+        path.mkdir(exist_ok=True)
+    return missing
+
+
+class StagedFolder:
+    """Outputs for ``out_dir`` are written into a hidden staging folder (inside ``out_dir`` when it exists,
+    else beside it) and moved there together on ``commit``; leaving the context without a commit removes
+    the staging folder, so ``out_dir`` stays exactly as it was. ``names`` are the outputs planned, checked
+    against ``inputs`` ({what: path or list of paths}) before any work; ``commit`` checks what was written."""
+
+    def __init__(self, out_dir: str | os.PathLike, names: Iterable[str], inputs: dict[str, object]):
         self.out = Path(out_dir).resolve()
         if self.out.exists() and not self.out.is_dir():
             raise InputError(f"{out_dir}: exists and is not a folder; give an output folder")
-        self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.staging = Path(tempfile.mkdtemp(dir=self.out.parent, prefix=f".{self.out.name}.partial-"))
+        self.inputs = input_files(inputs)
+        refuse_replacing_inputs(out_dir, names, self.inputs)
+        self._created = _make_folders(self.out.parent)
+        if self.out.is_dir():
+            self.staging = new_folder(self.out, ".impactreg.partial-")
+        else:
+            self.staging = new_folder(self.out.parent, f".{self.out.name}.partial-")
+        self._committed = False
+
+    def path(self, name: str) -> Path:
+        """Where to write the output ``name`` until the commit."""
+        return self.staging / name
+
+    def __enter__(self):
+        return self
+
+    def commit(self) -> dict[str, Path]:
+        """Move every staged file into the output folder; {name: its path there}."""
+        staged = sorted(self.staging.iterdir())
+        refuse_replacing_inputs(self.out, [p.name for p in staged], self.inputs)
+        with signals_deferred():
+            if self.staging.parent == self.out:
+                for item in staged:
+                    os.replace(item, self.out / item.name)
+                self.staging.rmdir()
+            else:
+                self._move_folder_into_place(staged)
+            self._committed = True
+        return {p.name: self.out / p.name for p in staged}
+
+    def _move_folder_into_place(self, staged: list[Path]) -> None:
+        try:
+            os.rename(self.staging, self.out)
+        except OSError:  # the output folder appeared meanwhile
+            self.out.mkdir(exist_ok=True)
+            for item in staged:
+                os.replace(item, self.out / item.name)
+            self.staging.rmdir()
+
+    def __exit__(self, *exc) -> None:
+        if self._committed:
+            return
+        shutil.rmtree(self.staging, ignore_errors=True)
+        for folder in self._created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+
+
+def registration_output_names(maps) -> list[str]:
+    """Every file a registration with these parameter maps may write."""
+    names = [LOG_NAME]
+    for i, pm in enumerate(maps):
+        names.append(f"TransformParameters.{i}.txt")
+        if pm.get("WriteResultImage"):
+            names.append(f"result.{i}.{pm.get('ResultImageFormat')}")
+        if pm.get("WriteIterationInfo"):
+            names += [f"IterationInfo.{i}.R{level}.txt" for level in range(int(pm.get("NumberOfResolutions")))]
+    return names
+
+
+class OutputFolder(StagedFolder):
+    """A registration's outputs, staged; the log is written into the staging folder while it runs."""
+
+    def __init__(self, out_dir: str | os.PathLike, maps, inputs: dict[str, object]):
+        super().__init__(out_dir, registration_output_names(maps), inputs)
         self.files: dict[str, Path] = {}
-        self._handler = logging.FileHandler(self.staging / "impactreg.log")
+        self._handler = logging.FileHandler(self.path(LOG_NAME))
         self._handler.setLevel(logging.INFO)
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
 
@@ -66,16 +184,14 @@ class OutputFolder:
     def commit(self) -> dict[str, Path]:
         """Move every staged file into the output folder; the paths of the outputs there."""
         self._close_log()
-        self.out.mkdir(parents=True, exist_ok=True)
-        for item in sorted(self.staging.iterdir()):
-            os.replace(item, self.out / item.name)
+        super().commit()
         outputs = {name: self.out / path.name for name, path in self.files.items()}
-        outputs["log"] = self.out / "impactreg.log"
+        outputs["log"] = self.out / LOG_NAME
         return outputs
 
     def __exit__(self, *exc) -> None:
         self._close_log()
-        shutil.rmtree(self.staging, ignore_errors=True)
+        super().__exit__(*exc)
 
     def write_stage(self, stage, components, fixed: Image, moving: Image, previous_file: Path | None,
                     rows: list[IterationInfo]) -> Path:
@@ -86,9 +202,9 @@ class OutputFolder:
         current = transform.current if isinstance(transform, CombinationTransform) else transform
         resample_keys = {k: pm.raw[k] for k in _RESAMPLE_KEYS if k in pm}
         name = f"TransformParameters.{i}.txt"
-        write_transform_file(self.staging / name, current, fixed.grid, previous_file, pm.get("HowToCombineTransforms"),
+        write_transform_file(self.path(name), current, fixed.grid, previous_file, pm.get("HowToCombineTransforms"),
                              resample_keys)
-        self.files[name] = self.staging / name
+        self.files[name] = self.path(name)
         order = components.resample_interpolator.order(pm)
         result = components.resampler.write(pm, moving, transform, fixed, order, self.staging, i)
         if result is not None:
@@ -111,5 +227,5 @@ class OutputFolder:
                                           [f"{r.gain:.6g}", f"{r.gradient_norm:.6g}", str(r.valid_samples),
                                            f"{r.seconds * 1000:.1f}"]) for r in level_rows]
             info = f"IterationInfo.{stage}.R{level}.txt"
-            atomic_write_text(self.staging / info, "\n".join(lines) + "\n")
-            self.files[info] = self.staging / info
+            atomic_write_text(self.path(info), "\n".join(lines) + "\n")
+            self.files[info] = self.path(info)

@@ -28,7 +28,7 @@ from ..transforms import CombinationTransform, Transform
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
 from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform
-from .outputs import IterationInfo, OutputFolder
+from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
 log = logging.getLogger("impactreg")
 
@@ -276,7 +276,9 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     outputs: dict[str, Path] = {}
     current = initial
     previous_file = Path(initial_transform).resolve() if isinstance(initial_transform, (str, os.PathLike)) else None
-    with OutputFolder(out_dir) if out_dir is not None else contextlib.nullcontext() as folder:
+    inputs = {"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask,
+              "initial transform": transform_file_chain(initial_transform), "parameter map": parameter_maps}
+    with OutputFolder(out_dir, maps, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
         for index, pm in enumerate(maps):
             rows: list[IterationInfo] = []
             stage, components = _run_stage(index, pm, fixed_image, moving_image, fmask, mmask, current, run, rows)

@@ -48,6 +48,12 @@ class TransformFile:
     transform: Transform
     grid: Grid
     keys: "ElastixKeys" = field(repr=False)
+    initial: "TransformFile | None" = field(default=None, repr=False)
+
+    @property
+    def chain(self) -> list[Path]:
+        """This file and the files of its initial transforms, outermost first."""
+        return [self.path] + (self.initial.chain if self.initial is not None else [])
 
     @property
     def interpolation_order(self) -> int:
@@ -110,6 +116,7 @@ def _read(path: Path, depth: int) -> TransformFile:
     transform = _transform_from(reader)
     grid = _output_grid(reader)
     initial_name = reader.text("InitialTransformParameterFileName", NO_INITIAL, alt="InitialTransformParametersFileName")
+    initial = None
     if initial_name != NO_INITIAL:
         initial_path = _resolve_initial(path, initial_name)
         initial = _read(initial_path, depth + 1)
@@ -119,7 +126,7 @@ def _read(path: Path, depth: int) -> TransformFile:
         if how not in COMBINATIONS:
             raise TransformFileError(f"{path}: HowToCombineTransforms {how!r} is not one of {', '.join(COMBINATIONS)}")
         transform = CombinationTransform(initial.transform, transform, how)
-    return TransformFile(path, transform, grid, reader)
+    return TransformFile(path, transform, grid, reader, initial)
 
 
 def _resolve_initial(path: Path, name: str) -> Path:
