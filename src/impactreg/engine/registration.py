@@ -79,7 +79,12 @@ class Run:
     progress: Callable | None
 
 
-def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int) -> ImageError:
+def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
+    if exc.wanted < 2:
+        size = "x".join(str(n) for n in fixed_grid.size)
+        return ImageError(
+            f"stage {stage} level {level}: only {exc.wanted} sample can be drawn from the fixed image ({size} voxels "
+            f"at this level, inside its mask); give a larger image or mask, or fewer NumberOfResolutions")
     return ImageError(
         f"stage {stage} level {level}: too many samples map outside the moving image (or its mask): "
         f"{exc.found} / {exc.wanted} valid; usually the images barely overlap or the initial transform is off: "
@@ -145,7 +150,10 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
 
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
                        level.sampler.new_samples, run.generator)
-    settings = optimizer.begin_level(view, setup)
+    try:
+        settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
+    except TooFewSamples as exc:
+        raise _too_few_samples_error(exc, stage, view.level, context.fixed.grid) from None
     iterations = view.get("MaximumNumberOfIterations")
     result = LevelResult(view.level, 0, 0.0, settings=settings)
     start = time.perf_counter()
@@ -160,7 +168,7 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         except TooFewSamples as exc:
             attempts += 1
             if attempts > level.sampler.attempts:
-                raise _too_few_samples_error(exc, stage, view.level) from None
+                raise _too_few_samples_error(exc, stage, view.level, context.fixed.grid) from None
             level.redraw()
             continue
         attempts = 0
@@ -191,8 +199,6 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                run: Run, rows: list) -> tuple[StageResult, StageComponents]:
     start = time.perf_counter()
     levels = pm.get("NumberOfResolutions")
-    if levels < 1:
-        raise ParameterError(f"(NumberOfResolutions {levels}) must be at least 1")
     pm.check_levels(levels)
     for key, image in (("FixedImageDimension", fixed), ("MovingImageDimension", moving)):
         if key in pm and pm.get(key) != image.dim:
@@ -245,8 +251,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     """
     total_start = time.perf_counter()
     maps = load_parameter_maps(parameter_maps)
-    fixed_image = as_image(fixed, "fixed image")
-    moving_image = as_image(moving, "moving image")
+    fixed_image = as_image(fixed, "fixed image", required=True)
+    moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
         raise ImageError(f"the fixed image is {fixed_image.dim}D and the moving image {moving_image.dim}D; register images of the same dimension")
     if fixed_image.channels != 1 or moving_image.channels != 1:

@@ -1,0 +1,107 @@
+"""Bad input is refused with one clear ImpactRegError, never a traceback or a silent result."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from impactreg import register
+from impactreg.errors import ImageError, InputError, ParameterError
+from impactreg.geometry import Grid
+from impactreg.image import Image
+from impactreg.keys import Key
+from impactreg.parameters import ParameterMap
+
+QUICK = {"Transform": "EulerTransform", "Metric": "AdvancedMeanSquares", "NumberOfResolutions": 1,
+         "MaximumNumberOfIterations": 3, "NumberOfSpatialSamples": 200, "WriteResultImage": "false"}
+
+
+def blob(n: int = 32, shift: float = 0.0) -> Image:
+    y, x = np.mgrid[:n, :n].astype(np.float32)
+    return Image.from_array(np.exp(-((x - n / 2 - shift) ** 2 + (y - n / 2) ** 2) / (n / 4) ** 2) * 100)
+
+
+@pytest.mark.parametrize("entries,message", [
+    ({"MaximumNumberOfIterations": "-5"}, "MaximumNumberOfIterations takes a whole number >= 0"),
+    ({"NumberOfResolutions": "0"}, "NumberOfResolutions takes a whole number >= 1"),
+    ({"NumberOfSpatialSamples": "0"}, "NumberOfSpatialSamples takes a whole number 2..10000000"),
+    ({"NumberOfSpatialSamples": "1000000000000"}, "2..10000000"),
+    ({"NumberOfHistogramBins": "2"}, ">= 4"),
+    ({"BSplineInterpolationOrder": "7"}, "0..5"),
+    ({"FinalGridSpacingInPhysicalUnits": ["8", "0"]}, "> 0"),
+    ({"RequiredRatioOfValidSamples": "1.5"}, "0..1"),
+    ({"SP_a": "nan"}, "SP_a takes a finite number"),
+])
+def test_out_of_range_values_are_refused_at_the_map(entries, message):
+    with pytest.raises(ParameterError, match=message):
+        ParameterMap(entries)
+
+
+def test_key_range_text_and_check():
+    assert Key("A", "int", 1, "", minimum=0, maximum=5).range_text() == "0..5"
+    assert Key("A", "float", 1, "", minimum=0, exclusive_minimum=True).range_text() == "> 0"
+    spacing = Key("A", "float", 1, "", minimum=0, exclusive_minimum=True)
+    assert spacing.in_range(0.5) and not spacing.in_range(0.0) and not spacing.in_range(float("nan"))
+
+
+def test_every_real_map_still_loads(data_dir):
+    maps = sorted((data_dir.parent / "elastix-maps").rglob("*.txt"))
+    if not maps:
+        pytest.skip("no elastix-maps folder beside the data")
+    refused = []
+    for path in maps:
+        try:
+            ParameterMap.from_file(path)
+        except ParameterError as exc:
+            if "number" in str(exc):
+                refused.append(str(exc))
+    assert not refused
+
+
+@pytest.mark.parametrize("fixed,moving,maps,message", [
+    (None, "image", QUICK, "fixed image: none given"),
+    ("image", None, QUICK, "moving image: none given"),
+    ("image", "image", None, "parameter maps: got NoneType"),
+    ("image", "image", [None], "parameter maps: got NoneType"),
+    (np.array([["a", "b"], ["c", "d"]]), "image", QUICK, "array of strings"),
+    (np.empty((4, 4), dtype=object), "image", QUICK, "array of Python objects"),
+    ({"a": 1}, "image", QUICK, "got dict"),
+])
+def test_python_api_wrong_arguments_are_input_errors(fixed, moving, maps, message):
+    image = blob()
+    fixed, moving = (image if isinstance(v, str) and v == "image" else v for v in (fixed, moving))
+    with pytest.raises(InputError, match=message):
+        register(fixed, moving, maps)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_voxels_are_refused_with_their_count(value):
+    moving = blob()
+    moving.data[0, 3:5, 3:6] = value
+    with pytest.raises(ImageError, match=r"moving image: 6 voxel\(s\) are NaN or infinite"):
+        register(blob(), moving, QUICK)
+
+
+def test_non_finite_voxels_in_a_file_name_the_file(tmp_path):
+    from impactreg.image import write_image
+
+    moving = blob()
+    moving.data[0, 0, 0] = float("nan")
+    path = write_image(moving, tmp_path / "nan.mha", "float32")
+    with pytest.raises(ImageError, match=f"moving image {path}: 1 voxel"):
+        register(blob(), path, QUICK)
+
+
+def test_asgd_estimation_with_a_one_voxel_moving_mask_is_one_error():
+    mask = torch.zeros(1, 32, 32)
+    mask[0, 16, 16] = 1
+    params = dict(QUICK, Optimizer="AdaptiveStochasticGradientDescent")
+    with pytest.raises(ImageError, match="too many samples map outside the moving image"):
+        register(blob(), blob(shift=1), params, moving_mask=Image(mask, blob().grid))
+
+
+def test_asgd_estimation_on_a_one_voxel_image_is_one_error():
+    one = Image(torch.ones(1, 1, 1), Grid((1, 1), (1, 1), (0, 0), np.eye(2)))
+    params = dict(QUICK, Optimizer="AdaptiveStochasticGradientDescent")
+    with pytest.raises(ImageError, match=r"only 1 sample can be drawn from the fixed image \(1x1 voxels"):
+        register(one, one, params)
