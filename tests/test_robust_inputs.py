@@ -105,3 +105,34 @@ def test_asgd_estimation_on_a_one_voxel_image_is_one_error():
     params = dict(QUICK, Optimizer="AdaptiveStochasticGradientDescent")
     with pytest.raises(ImageError, match=r"only 1 sample can be drawn from the fixed image \(1x1 voxels"):
         register(one, one, params)
+
+
+@pytest.mark.parametrize("name,message", [("gpu7", "--device gpu7: not a torch device"),
+                                          ("cuda:99", "--device cuda:99: "), ("meta", "runs on cpu or cuda")])
+def test_unknown_or_absent_devices_are_refused(name, message):
+    from impactreg.devices import torch_device
+
+    assert torch_device(None).type == "cpu"
+    with pytest.raises(InputError, match=message):
+        torch_device(name)
+
+
+@pytest.mark.parametrize("threads", [0, -1, 2.5, True])
+def test_thread_counts_below_one_are_refused(threads):
+    with pytest.raises(InputError, match=f"-threads {threads}: give a whole number of CPU threads, at least 1"):
+        register(blob(), blob(), QUICK, threads=threads)
+
+
+def test_export_mind_into_unwritable_places(tmp_path):
+    from impactreg.errors import OutputError
+    from impactreg.features import export_mind
+
+    a_file = tmp_path / "a.txt"
+    a_file.write_text("keep me")
+    with pytest.raises(OutputError, match="a.txt is a file, not a folder"):
+        export_mind(a_file / "sub" / "mind.pt")
+    with pytest.raises(OutputError, match="is a folder; give a file name"):
+        export_mind(tmp_path)
+    with pytest.raises(OutputError, match=r"cannot write the model file \(.+\); choose a writable folder"):
+        export_mind("/proc/impactreg-test.pt")
+    assert a_file.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]

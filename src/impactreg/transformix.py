@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import torch_device
 from .errors import InputError
 from .files import atomic_write_text
 from .image import Image, image_format, read_image, write_image
@@ -37,6 +38,7 @@ def transform(transform_file: str | os.PathLike | TransformFile, out_dir: str | 
     ``-jacmat all`` images. Every input is read and checked before anything is written; with
     ``out_dir`` the outputs are written there under transformix's names.
     """
+    device = torch_device(device)
     tf = transform_file if isinstance(transform_file, TransformFile) else read_transform_file(transform_file)
     dim = tf.transform.dim
     moving = read_image(image) if isinstance(image, (str, os.PathLike)) else image

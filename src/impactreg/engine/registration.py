@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ImageError, InputError, ParameterError
+from ..devices import torch_device, use_threads
+from ..errors import ImageError, ParameterError
 from ..filters import erode
 from ..geometry import Grid
 from ..interpolation import Interpolator
@@ -250,6 +251,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
     """
     total_start = time.perf_counter()
+    device = torch_device(device)
+    use_threads(threads)
     maps = load_parameter_maps(parameter_maps)
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
@@ -271,12 +274,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
         pm.check_levels(pm.get("NumberOfResolutions"))
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
-    if threads:
-        torch.set_num_threads(int(threads))
     seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
-    device = torch.device(device or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
