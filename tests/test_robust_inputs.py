@@ -136,3 +136,74 @@ def test_export_mind_into_unwritable_places(tmp_path):
     with pytest.raises(OutputError, match=r"cannot write the model file \(.+\); choose a writable folder"):
         export_mind("/proc/impactreg-test.pt")
     assert a_file.read_text() == "keep me" and sorted(p.name for p in tmp_path.iterdir()) == ["a.txt"]
+
+
+def test_a_3d_model_on_2d_images_says_to_use_a_2d_model(data_dir):
+    from impactreg.errors import ModelError
+
+    params = dict(QUICK, Metric="Impact", ImpactModelsPath0=str(data_dir / "models" / "M730_1_Layers.pt"),
+                  ImpactPatchSize0=[5, 5], ImpactVoxelSize0=[2, 2])
+    with pytest.raises(ModelError, match=r"is a 3D network but runs here as a 2D model \(ImpactDimension 2.*use a 2D"):
+        register(blob(), blob(), params)
+
+
+def test_a_model_exception_of_any_kind_is_one_model_error():
+    from impactreg.errors import ModelError
+    from impactreg.features.extractor import FeatureExtractor
+
+    def broken(x):
+        raise ValueError("expected input's size at dim=1 to match num_features (32), but got: 1.")
+
+    with pytest.raises(ModelError, match=r"model broken failed on a \(1, 1, 4, 4\) input \(expected input's size"):
+        FeatureExtractor(broken, "broken", 2)(torch.zeros(1, 1, 4, 4), torch.tensor([0.0, 1, 0.5, 0.5]), torch.eye(2))
+
+
+def test_jacobian_patch_too_small_for_the_model_gives_the_minimum(data_dir):
+    from impactreg.errors import ModelError
+    from impactreg.keys import LevelView
+    from impactreg.metrics.impact import ImpactMetric
+    from impactreg.metrics.protocol import LevelContext
+
+    grid = Grid((12, 12, 12), (2.0, 2.0, 2.0), (0, 0, 0), np.eye(3))
+    image = Image(torch.rand(1, 12, 12, 12, generator=torch.Generator().manual_seed(0)), grid)
+    for patch, ok in (([1, 1, 1], False), ([2, 2, 2], True)):
+        pm = ParameterMap({"ImpactModelsPath0": str(data_dir / "models" / "M730_1_Layers.pt"), "ImpactPatchSize0": patch,
+                           "ImpactVoxelSize0": [2, 2, 2], "ImpactMode": "Jacobian"})
+        context = LevelContext(LevelView(pm, 0), image, image, None, None, 1, torch.Generator(), torch.device("cpu"))
+        if ok:
+            ImpactMetric().begin_level(context)
+        else:
+            with pytest.raises(ModelError, match="PatchSize 1 1 1 is too small for model M730_1_Layers.pt; "
+                                                 "use at least PatchSize 2 2 2"):
+                ImpactMetric().begin_level(context)
+
+
+@pytest.mark.parametrize("patch", [(0, 0), (40, 40)])
+def test_a_model_with_a_larger_output_is_placed_on_its_input(data_dir, patch):
+    """R1D2_2D.pt pads one voxel more than it convolves away on each side; centred, it is the built-in MIND."""
+    from impactreg.features.extractor import image_stats, load_extractor
+    from impactreg.features.inference import feature_maps
+    from impactreg.image import read_image
+
+    image = read_image(data_dir / "brainweb2d" / "BrainT1Slice.png").channel(0)
+    stats = image_stats(image.data)
+    scripted = load_extractor(str(data_dir / "models" / "R1D2_2D.pt"), 2, normalization="minmax")
+    builtin = load_extractor("MIND/R1D2", 2)
+    _, [a] = feature_maps(scripted, image, (1.0, 1.0), patch, "1", stats, "cpu")
+    _, [b] = feature_maps(builtin, image, (1.0, 1.0), patch, "1", stats, "cpu")
+    assert a.grid.shape == b.grid.shape == image.grid.shape
+    np.testing.assert_allclose(a.grid.origin, b.grid.origin)
+    inner = (slice(None), slice(5, -5), slice(5, -5))
+    aligned = float((a.data[inner] - b.data[inner]).abs().mean())
+    shifted = float((a.data[:, 5:-5, 4:-6] - b.data[inner]).abs().mean())
+    assert aligned < 1e-3 and shifted > 100 * aligned
+
+
+def test_a_model_whose_output_has_no_known_place_is_refused():
+    from impactreg.errors import ModelError
+    from impactreg.features.extractor import FeatureExtractor
+    from impactreg.features.inference import run_model
+
+    valid_conv = FeatureExtractor(lambda x: [x[..., 1:-2, 1:-2]], "cropping", 2)  # 3 voxels fewer, unevenly
+    with pytest.raises(ModelError, match=r"model cropping gives a \(13, 13\) output for a \(16, 16\) input"):
+        run_model(valid_conv, torch.rand(1, 16, 16), torch.tensor([0.0, 1, 0.5, 0.5]), torch.eye(2), [0], (0, 0), 1)
