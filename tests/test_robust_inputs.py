@@ -207,3 +207,75 @@ def test_a_model_whose_output_has_no_known_place_is_refused():
     valid_conv = FeatureExtractor(lambda x: [x[..., 1:-2, 1:-2]], "cropping", 2)  # 3 voxels fewer, unevenly
     with pytest.raises(ModelError, match=r"model cropping gives a \(13, 13\) output for a \(16, 16\) input"):
         run_model(valid_conv, torch.rand(1, 16, 16), torch.tensor([0.0, 1, 0.5, 0.5]), torch.eye(2), [0], (0, 0), 1)
+
+
+@pytest.fixture()
+def nifti(tmp_path):
+    from impactreg.image import write_image
+
+    grid = Grid((20, 16, 12), (1.0, 1.0, 2.0), (0, 0, 0), np.eye(3))
+    image = Image(torch.rand(1, 12, 16, 20, generator=torch.Generator().manual_seed(1)) * 100, grid)
+    return write_image(image, tmp_path / "whole.nii.gz", "float32"), write_image(image, tmp_path / "whole.nii", "float32")
+
+
+def test_truncated_nifti_files_are_refused(nifti, tmp_path):
+    from impactreg.image import read_image
+
+    for path in nifti:
+        assert read_image(path).grid.size == (20, 16, 12)
+        data = path.read_bytes()
+        cut = tmp_path / ("cut" + "".join(path.suffixes))
+        cut.write_bytes(data[: len(data) * 2 // 3])
+        message = "gzip stream ends early" if path.name.endswith(".gz") else r"bytes of voxel data missing"
+        with pytest.raises(ImageError, match=f"{cut}: the file is truncated .*{message}"):
+            read_image(cut)
+
+
+def test_permission_denied_is_said(nifti, monkeypatch):
+    import os
+
+    from impactreg.image import read_image
+
+    def denied(path, flags, *args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(path))
+
+    monkeypatch.setattr(os, "open", denied)
+    with pytest.raises(InputError, match="permission denied; make it readable"):
+        read_image(nifti[0])
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "geteuid") or __import__("os").geteuid() == 0,
+                    reason="root reads files whatever their mode")
+def test_permission_denied_on_a_real_file(nifti):
+    from impactreg.image import read_image
+
+    nifti[0].chmod(0)
+    with pytest.raises(InputError, match="permission denied"):
+        read_image(nifti[0])
+
+
+def test_singular_direction_gives_itks_reason(tmp_path):
+    from impactreg.image import read_image
+
+    (tmp_path / "a.raw").write_bytes(bytes(12))
+    (tmp_path / "a.mhd").write_text("ObjectType = Image\nNDims = 2\nTransformMatrix = 1 0 1 0\nDimSize = 3 4\n"
+                                     "ElementType = MET_UCHAR\nElementDataFile = a.raw\n")
+    with pytest.raises(InputError, match="direction matrix is singular"):
+        read_image(tmp_path / "a.mhd")
+
+
+def test_itk_warnings_stay_off_the_screen(tmp_path, capfd):
+    from impactreg.image import read_image
+
+    (tmp_path / "notes.txt").write_text("no DICOM here")
+    with pytest.raises(InputError, match="folder holds no DICOM series"):
+        read_image(tmp_path)
+    assert capfd.readouterr().err == ""
+
+
+def test_tre_with_points_of_another_dimension_says_so():
+    from impactreg.evaluation import target_registration_errors
+    from impactreg.transforms import TranslationTransform
+
+    with pytest.raises(InputError, match="the fixed points are 2D and the moving points 3D but the transform is 2D"):
+        target_registration_errors(TranslationTransform(2, [1.0, 0.0]), np.zeros((3, 2)), np.zeros((3, 3)))
