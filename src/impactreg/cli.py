@@ -216,7 +216,7 @@ def _run_parameters(args) -> int:
         if args.name and args.name.lower() not in name.lower():
             continue
         default = "" if key.default is None else str(key.default).lower() if isinstance(key.default, bool) else str(key.default)
-        allowed = ", ".join(key.allowed) if key.allowed else ""
+        allowed = ", ".join(key.allowed) if key.allowed else key.range_text()
         scope = "per level" if key.per_level else "list" if key.multi else ""
         rows.append((name, key.kind, default, scope, key.doc + (f" [{allowed}]" if allowed else "")))
     if not rows:

@@ -21,6 +21,10 @@ from .transforms.elastix_files import read_transform_file
 
 def target_registration_errors(transform: Transform, fixed_points: np.ndarray, moving_points: np.ndarray) -> np.ndarray:
     """|T(p_fixed) - p_moving| in mm for corresponding world points (N, D)."""
+    dims = {"fixed": fixed_points.shape[-1], "moving": moving_points.shape[-1]}
+    if any(d != transform.dim for d in dims.values()):
+        raise InputError(f"the fixed points are {dims['fixed']}D and the moving points {dims['moving']}D but the "
+                         f"transform is {transform.dim}D; give {transform.dim}D points on both sides")
     if fixed_points.shape != moving_points.shape:
         raise InputError(f"{len(fixed_points)} fixed and {len(moving_points)} moving points: give corresponding point lists")
     return np.linalg.norm(map_points(transform, fixed_points) - moving_points, axis=1)

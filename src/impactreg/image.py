@@ -6,10 +6,14 @@ write never leaves a half-written file and never replaces an earlier one.
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 import shutil
+import sys
 import time
 import uuid
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -172,28 +176,140 @@ def read_image(path: str | os.PathLike, dtype=torch.float32) -> Image:
     if not p.exists():
         raise InputError(f"{path}: no such file or folder; check the path")
     fmt = image_format(p)
+    _check_readable(p)
+    if fmt in (".nii", ".nii.gz"):
+        _check_nifti_complete(p, fmt)
     try:
-        if fmt == "dicom":
-            if not p.is_dir():
-                raise InputError(f"{path}: not an image file of a known format and not a DICOM folder")
-            reader = sitk.ImageSeriesReader()
-            series = reader.GetGDCMSeriesIDs(str(p))
-            if not series:
-                raise InputError(f"{path}: folder holds no DICOM series; give an image file or a DICOM series folder")
-            if len(series) > 1:
-                raise InputError(f"{path}: folder holds {len(series)} DICOM series; put one series per folder")
-            reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
-            image = reader.Execute()
-        else:
-            if p.is_dir():
-                raise InputError(f"{path}: is a folder, not an image file")
-            image = sitk.ReadImage(str(p))
+        with _itk_quiet():
+            image = _read_with_itk(p, path, fmt)
     except RuntimeError as exc:
-        reason = _first_line(str(exc))
-        raise InputError(f"{path}: cannot read the image ({reason}); check that the file is complete and of the format its name says") from None
+        reason = _itk_reason(str(exc))
+        if "determinant is 0" in reason:
+            raise InputError(f"{path}: its direction matrix is singular (determinant 0); fix the direction "
+                             f"cosines in its header") from None
+        raise InputError(f"{path}: cannot read the image ({reason}); check that the file is complete and of the "
+                         f"format its name says") from None
     if image.GetDimension() == 3 and fmt == ".png":
         image = image[:, :, 0]
     return Image.from_sitk(image, dtype=dtype)
+
+
+def _read_with_itk(p: Path, path, fmt: str) -> sitk.Image:
+    if fmt == "dicom":
+        if not p.is_dir():
+            raise InputError(f"{path}: not an image file of a known format and not a DICOM folder")
+        reader = sitk.ImageSeriesReader()
+        series = reader.GetGDCMSeriesIDs(str(p))
+        if not series:
+            raise InputError(f"{path}: folder holds no DICOM series; give an image file or a DICOM series folder")
+        if len(series) > 1:
+            raise InputError(f"{path}: folder holds {len(series)} DICOM series; put one series per folder")
+        reader.SetFileNames(reader.GetGDCMSeriesFileNames(str(p), series[0]))
+        return reader.Execute()
+    if p.is_dir():
+        raise InputError(f"{path}: is a folder, not an image file")
+    return sitk.ReadImage(str(p))
+
+
+def _check_readable(p: Path) -> None:
+    try:
+        if p.is_dir():
+            os.listdir(p)
+        else:
+            os.close(os.open(p, os.O_RDONLY))
+    except PermissionError:
+        raise InputError(f"{p}: permission denied; make it readable for this user (e.g. chmod +r)") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot open it ({exc.strerror}); check the path") from None
+
+
+def _check_nifti_complete(p: Path, fmt: str) -> None:
+    """A truncated NIfTI file is read by ITK with the missing voxels set to zero: compare the data the
+    header announces with what the file (or its gzip stream) holds."""
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(p))
+    try:
+        with _itk_quiet():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return  # the full read reports it
+    voxels = int(np.prod(reader.GetSize())) * reader.GetNumberOfComponents()
+    pixel_bytes = np.dtype(_NUMPY_OF_SITK.get(_scalar_id(reader.GetPixelID()), np.float32)).itemsize
+    header = _nifti_header(p, fmt)
+    if header is None:
+        return
+    offset, stored = header
+    if stored < 0:
+        raise ImageError(f"{p}: the file is truncated (its gzip stream ends early); copy or download it again")
+    if stored < offset + voxels * pixel_bytes:
+        missing = offset + voxels * pixel_bytes - stored
+        raise ImageError(f"{p}: the file is truncated ({missing} of {voxels * pixel_bytes} bytes of voxel data "
+                         f"missing); copy or download it again")
+
+
+def _nifti_header(p: Path, fmt: str) -> tuple[int, int] | None:
+    """(byte offset of the voxel data, bytes the file holds uncompressed); -1 when a gzip stream is cut short."""
+    if fmt == ".nii":
+        with open(p, "rb") as f:
+            head = f.read(540)
+        stored = p.stat().st_size
+    else:
+        decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        head, stored = b"", 0
+        try:
+            with open(p, "rb") as f:
+                while chunk := f.read(1 << 20):
+                    data = decompressor.decompress(chunk)
+                    head = head if len(head) >= 540 else (head + data)[:540]
+                    stored += len(data)
+        except zlib.error:
+            return None  # not gzip: ITK reports it
+        if not decompressor.eof:
+            stored = -1
+    if stored < 0:
+        return 0, stored
+    if len(head) < 348:
+        return None
+    for order in ("<", ">"):
+        size = int(np.frombuffer(head[:4], dtype=f"{order}i4")[0])
+        if size == 348:
+            return int(np.frombuffer(head[108:112], dtype=f"{order}f4")[0]), stored
+        if size == 540 and len(head) >= 176:
+            return int(np.frombuffer(head[168:176], dtype=f"{order}i8")[0]), stored
+    return None
+
+
+def _scalar_id(pixel_id: int) -> int:
+    for scalar, vector in _VECTOR_OF_SCALAR.items():
+        if pixel_id == vector:
+            return scalar
+    return pixel_id
+
+
+@contextlib.contextmanager
+def _itk_quiet():
+    """ITK's warnings and MetaIO's messages go to the process's stderr; keep them off the user's screen
+    (the error that follows says what matters)."""
+    shown = sitk.ProcessObject.GetGlobalWarningDisplay()
+    sitk.ProcessObject.SetGlobalWarningDisplay(False)
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        sitk.ProcessObject.SetGlobalWarningDisplay(shown)
+
+
+def _itk_reason(text: str) -> str:
+    """The reason in an ITK exception text: its 'ITK ERROR' line without the object address."""
+    for line in text.splitlines():
+        if "ITK ERROR" in line:
+            return re.sub(r"^.*ITK ERROR: \w+\(0x[0-9a-f]+\): ", "", line.strip())[:200]
+    return _first_line(text)
 
 
 def _first_line(text: str) -> str:

@@ -23,8 +23,8 @@ class LinearInterpolator(NearestNeighborInterpolator):
 class BSplineInterpolator(NearestNeighborInterpolator):
     elastix_name = "BSplineInterpolator"
     keys = (Key("BSplineInterpolationOrder", "int", 1, "order of the moving-image B-spline interpolator (0-5)",
-                per_level=True),
-            Key("FixedImageBSplineInterpolationOrder", "int", 1, NO_EFFECT, per_level=True))
+                per_level=True, minimum=0, maximum=5),
+            Key("FixedImageBSplineInterpolationOrder", "int", 1, NO_EFFECT, per_level=True, minimum=0, maximum=5))
 
     def order(self, view) -> int:
         return view.get("BSplineInterpolationOrder")
@@ -40,7 +40,8 @@ class FinalLinearInterpolator(LinearInterpolator):
 
 class FinalBSplineInterpolator(NearestNeighborInterpolator):
     elastix_name = "FinalBSplineInterpolator"
-    keys = (Key("FinalBSplineInterpolationOrder", "int", 3, "order of the result-image interpolator (0-5)"),)
+    keys = (Key("FinalBSplineInterpolationOrder", "int", 3, "order of the result-image interpolator (0-5)",
+        minimum=0, maximum=5),)
 
     def order(self, view) -> int:
         return view.get("FinalBSplineInterpolationOrder")

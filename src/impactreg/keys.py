@@ -21,6 +21,30 @@ class Key:
     per_level: bool = False
     multi: bool = False
     pattern: str | None = None  # regex for indexed names such as Metric<i>Weight
+    minimum: float | None = None  # smallest value allowed (int and float keys)
+    maximum: float | None = None  # largest value allowed
+    exclusive_minimum: bool = False  # the minimum itself is not allowed (e.g. spacings > 0)
+
+    def range_text(self) -> str:
+        """The allowed range as a user reads it: '>= 1', '> 0', '0..5', '<= 10000000', or ''."""
+        low = None if self.minimum is None else _number_text(self.minimum)
+        high = None if self.maximum is None else _number_text(self.maximum)
+        if low is not None and high is not None and not self.exclusive_minimum:
+            return f"{low}..{high}"
+        parts = ([f"{'>' if self.exclusive_minimum else '>='} {low}"] if low is not None else []) + \
+                ([f"<= {high}"] if high is not None else [])
+        return " and ".join(parts)
+
+    def in_range(self, value: float) -> bool:
+        if value != value:  # NaN
+            return False
+        if self.minimum is not None and (value < self.minimum or self.exclusive_minimum and value == self.minimum):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
 
 
 NO_EFFECT = "accepted for elastix compatibility; no effect in impactreg"

@@ -57,16 +57,17 @@ class LevelSetup:
 
 
 _ITERATION_KEYS = (
-    Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True),
+    Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True, minimum=0),
     Key("MaximumStepLength", "float", None, "largest voxel displacement of one step in mm (default: mean voxel size "
-        "x MaximumStepLengthRatio)", per_level=True),
+        "x MaximumStepLengthRatio)", per_level=True, minimum=0),
     Key("MaximumStepLengthRatio", "float", 1.0, "default MaximumStepLength as a fraction of the mean voxel size",
-        per_level=True),
+        per_level=True, minimum=0, exclusive_minimum=True),
 )
 _GAIN_KEYS = (
-    Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True),
-    Key("SP_A", "float", 20.0, "gain offset A", per_level=True),
-    Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (1.0 with automatic estimation)", per_level=True),
+    Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True, minimum=0),
+    Key("SP_A", "float", 20.0, "gain offset A", per_level=True, minimum=0),
+    Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (1.0 with automatic estimation)",
+        per_level=True, minimum=0),
 )
 
 
@@ -89,12 +90,15 @@ class AdaptiveStochasticGradientDescent:
             per_level=True),
         Key("SigmoidMax", "float", 1.0, "ASGD: maximum of the time-update sigmoid", per_level=True),
         Key("SigmoidMin", "float", -0.8, "ASGD: minimum of the time-update sigmoid", per_level=True),
-        Key("SigmoidScale", "float", 1e-8, "ASGD: scale of the time-update sigmoid", per_level=True),
-        Key("SigmoidInitialTime", "float", 0.0, "ASGD: initial time", per_level=True),
-        Key("NumberOfGradientMeasurements", "int", 0, "ASGD estimation: gradients measured (0 = automatic)", per_level=True),
-        Key("NumberOfJacobianMeasurements", "int", 1000, "ASGD estimation: points where dT/dmu is measured", per_level=True),
+        Key("SigmoidScale", "float", 1e-8, "ASGD: scale of the time-update sigmoid",
+            per_level=True, minimum=0, exclusive_minimum=True),
+        Key("SigmoidInitialTime", "float", 0.0, "ASGD: initial time", per_level=True, minimum=0),
+        Key("NumberOfGradientMeasurements", "int", 0, "ASGD estimation: gradients measured (0 = automatic)",
+            per_level=True, minimum=0),
+        Key("NumberOfJacobianMeasurements", "int", 1000, "ASGD estimation: points where dT/dmu is measured",
+            per_level=True, minimum=1),
         Key("NumberOfSamplesForExactGradient", "int", 100000, "ASGD estimation: samples for the 'exact' gradient",
-            per_level=True),
+            per_level=True, minimum=1),
         Key("MaxBandCovSize", "int", 192, NO_EFFECT, per_level=True),
         Key("NumberOfBandStructureSamples", "int", 10, NO_EFFECT, per_level=True),
     )
@@ -187,9 +191,12 @@ class RegularStepGradientDescent:
 
     elastix_name = "RegularStepGradientDescent"
     keys = _ITERATION_KEYS + (
-        Key("MinimumStepLength", "float", 1e-6, "RegularStepGradientDescent: stop below this step (mm)", per_level=True),
-        Key("MinimumGradientMagnitude", "float", 1e-8, "RegularStepGradientDescent: stop below this gradient", per_level=True),
-        Key("RelaxationFactor", "float", 0.5, "RegularStepGradientDescent: step shrink on direction change", per_level=True),
+        Key("MinimumStepLength", "float", 1e-6, "RegularStepGradientDescent: stop below this step (mm)",
+            per_level=True, minimum=0),
+        Key("MinimumGradientMagnitude", "float", 1e-8, "RegularStepGradientDescent: stop below this gradient",
+            per_level=True, minimum=0),
+        Key("RelaxationFactor", "float", 0.5, "RegularStepGradientDescent: step shrink on direction change",
+            per_level=True, minimum=0, maximum=1),
     )
 
 
@@ -226,10 +233,11 @@ class Adam:
     elastix_name = "Adam"
     converged = False
     keys = _ITERATION_KEYS + (
-        Key("LearningRate", "float", None, "Adam: step size in mm (default: MaximumStepLength / 2)", per_level=True),
-        Key("Beta1", "float", 0.9, "Adam: first-moment decay", per_level=True),
-        Key("Beta2", "float", 0.999, "Adam: second-moment decay", per_level=True),
-        Key("Epsilon", "float", 1e-8, "Adam: denominator floor", per_level=True),
+        Key("LearningRate", "float", None, "Adam: step size in mm (default: MaximumStepLength / 2)",
+            per_level=True, minimum=0, exclusive_minimum=True),
+        Key("Beta1", "float", 0.9, "Adam: first-moment decay", per_level=True, minimum=0, maximum=1),
+        Key("Beta2", "float", 0.999, "Adam: second-moment decay", per_level=True, minimum=0, maximum=1),
+        Key("Epsilon", "float", 1e-8, "Adam: denominator floor", per_level=True, minimum=0),
     )
 
 

@@ -35,9 +35,12 @@ def schedule(values, levels: int, dim: int, name: str, default=None) -> np.ndarr
 
 
 _SCHEDULE_KEYS = (
-    Key("ImagePyramidSchedule", "float", None, "shrink factors, levels x dimension (both images)", multi=True),
-    Key("FixedImagePyramidSchedule", "float", None, "fixed shrink factors, levels x dimension", multi=True),
-    Key("MovingImagePyramidSchedule", "float", None, "moving shrink factors, levels x dimension", multi=True),
+    Key("ImagePyramidSchedule", "float", None, "shrink factors, levels x dimension (both images)", multi=True,
+        minimum=0),
+    Key("FixedImagePyramidSchedule", "float", None, "fixed shrink factors, levels x dimension", multi=True,
+        minimum=0),
+    Key("MovingImagePyramidSchedule", "float", None, "moving shrink factors, levels x dimension", multi=True,
+        minimum=0),
 )
 
 
@@ -96,13 +99,18 @@ class GenericImagePyramid(ImagePyramid):
     corner-aligned grid with linear interpolation."""
 
     keys = _SCHEDULE_KEYS + (
-        Key("ImagePyramidRescaleSchedule", "float", None, "generic pyramid: rescale factors, levels x dimension", multi=True),
-        Key("FixedImagePyramidRescaleSchedule", "float", None, "generic pyramid: fixed rescale factors", multi=True),
-        Key("MovingImagePyramidRescaleSchedule", "float", None, "generic pyramid: moving rescale factors", multi=True),
+        Key("ImagePyramidRescaleSchedule", "float", None, "generic pyramid: rescale factors, levels x dimension", multi=True,
+            minimum=0),
+        Key("FixedImagePyramidRescaleSchedule", "float", None, "generic pyramid: fixed rescale factors", multi=True,
+            minimum=0),
+        Key("MovingImagePyramidRescaleSchedule", "float", None, "generic pyramid: moving rescale factors", multi=True,
+            minimum=0),
         Key("ImagePyramidSmoothingSchedule", "float", None, "generic pyramid: Gaussian sigma in mm, levels x dimension",
-            multi=True),
-        Key("FixedImagePyramidSmoothingSchedule", "float", None, "generic pyramid: fixed sigma in mm", multi=True),
-        Key("MovingImagePyramidSmoothingSchedule", "float", None, "generic pyramid: moving sigma in mm", multi=True),
+            multi=True, minimum=0),
+        Key("FixedImagePyramidSmoothingSchedule", "float", None, "generic pyramid: fixed sigma in mm", multi=True,
+            minimum=0),
+        Key("MovingImagePyramidSmoothingSchedule", "float", None, "generic pyramid: moving sigma in mm", multi=True,
+            minimum=0),
     )
 
     def build(self, image: Image, pm, levels: int) -> "ImagePyramid":

@@ -69,15 +69,19 @@ def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samp
 
 # the ImageSampler components ---------------------------------------------------------------------
 
+MAX_SPATIAL_SAMPLES = 10_000_000  # per-sample metric terms (~1 KB each for a 3D B-spline) outgrow memory beyond
+
 _COMMON_KEYS = (
     Key("NewSamplesEveryIteration", "bool", False, "draw new samples each iteration", per_level=True),
-    Key("MaximumNumberOfSamplingAttempts", "int", 0, "redraws allowed when too few samples are valid", per_level=True),
+    Key("MaximumNumberOfSamplingAttempts", "int", 0, "redraws allowed when too few samples are valid",
+        per_level=True, minimum=0),
     Key("RequiredRatioOfValidSamples", "float", 0.25, "minimum fraction of samples that must map inside the moving image",
-        per_level=True),
+        per_level=True, minimum=0, maximum=1),
     Key("CheckNumberOfSamples", "bool", True, "fail when too few samples are valid", per_level=True),
 )
 _RANDOM_KEYS = _COMMON_KEYS + (
-    Key("NumberOfSpatialSamples", "int", 5000, "samples per iteration (Random, RandomCoordinate)", per_level=True),
+    Key("NumberOfSpatialSamples", "int", 5000, "samples per iteration (Random, RandomCoordinate); the cost needs 2",
+        per_level=True, minimum=2, maximum=MAX_SPATIAL_SAMPLES),
     Key("UseRandomSampleRegion", "bool", False, NO_EFFECT, per_level=True),
 )
 
@@ -107,7 +111,7 @@ class FullSampler(Sampler):
 class GridSampler(Sampler):
     elastix_name = "Grid"
     keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, or one per dimension)",
-                               multi=True),)
+                               multi=True, minimum=1),)
 
 
 class RandomSampler(Sampler):

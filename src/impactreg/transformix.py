@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .devices import torch_device
 from .engine.outputs import StagedFolder
 from .errors import InputError
 from .files import atomic_write_text
@@ -39,6 +40,7 @@ def transform(transform_file: str | os.PathLike | TransformFile, out_dir: str | 
     ``-jacmat all`` images. Every input is read and checked before anything is written; with
     ``out_dir`` the outputs are written there under transformix's names.
     """
+    device = torch_device(device)
     tf = transform_file if isinstance(transform_file, TransformFile) else read_transform_file(transform_file)
     dim = tf.transform.dim
     moving = read_image(image) if isinstance(image, (str, os.PathLike)) else image

@@ -16,15 +16,46 @@ from ..transforms import Transform
 from ..transforms.elastix_files import read_transform_file
 
 
-def as_image(value, what: str) -> Image | None:
-    if value is None or isinstance(value, Image):
-        return value
-    if isinstance(value, (str, os.PathLike)):
-        return read_image(value)
-    array = np.asarray(value)
+def as_image(value, what: str, required: bool = False) -> Image | None:
+    """A path, Image or 2D/3D numeric array as an Image with finite voxels; None only when not ``required``."""
+    if value is None:
+        if required:
+            raise InputError(f"{what}: none given; pass a file path, an impactreg Image or a 2D/3D numeric array")
+        return None
+    if isinstance(value, Image):
+        image = value
+    elif isinstance(value, (str, os.PathLike)):
+        image, what = read_image(value), f"{what} {value}"
+    else:
+        image = Image.from_array(_numeric_array(value, what).astype(np.float32))
+    check_finite(image, what)
+    return image
+
+
+def _numeric_array(value, what: str) -> np.ndarray:
+    try:
+        array = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
+    except (TypeError, ValueError):
+        array = None
+    if array is None or not (np.issubdtype(array.dtype, np.number) or array.dtype == np.bool_):
+        if array is None or not isinstance(value, (np.ndarray, list, tuple)):
+            kind = f"got {type(value).__name__}"
+        else:
+            kind = "got an array of " + {"U": "strings", "S": "bytes", "O": "Python objects"}.get(array.dtype.kind,
+                                                                                            str(array.dtype))
+        raise InputError(f"{what}: {kind}, not an image; pass a file path, an impactreg Image or a 2D/3D numeric array")
     if array.ndim not in (2, 3):
         raise InputError(f"{what}: an array must be 2D or 3D, got shape {array.shape}")
-    return Image.from_array(array.astype(np.float32))
+    return array
+
+
+def check_finite(image: Image, what: str) -> None:
+    """Refuse NaN and infinite voxels: they would reach the metric as samples outside the image."""
+    if image.data.is_floating_point():
+        bad = int((~torch.isfinite(image.data)).sum())
+        if bad:
+            raise ImageError(f"{what}: {bad} voxel(s) are NaN or infinite; replace them (e.g. with the background "
+                             f"value) before registering")
 
 
 def mask_tensor(mask: Image, grid: Grid, what: str) -> torch.Tensor:

@@ -9,7 +9,7 @@ from ..keys import NO_EFFECT, Key
 class MultiResolutionRegistration:
     elastix_name = "MultiResolutionRegistration"
     keys = (
-        Key("NumberOfResolutions", "int", 3, "number of resolution levels"),
+        Key("NumberOfResolutions", "int", 3, "number of resolution levels", minimum=1),
         Key("Metric0Weight", "float", 1.0, "weight of metric <i> in the weighted sum", per_level=True,
             pattern=r"Metric(\d+)Weight"),
         Key("Metric0Use", "bool", True, "whether metric <i> is used at a level", per_level=True, pattern=r"Metric(\d+)Use"),
@@ -21,7 +21,7 @@ class MultiResolutionRegistration:
         Key("FixedImageDimension", "int", None, "must match the fixed image if given"),
         Key("MovingImageDimension", "int", None, "must match the moving image if given"),
         Key("UseDirectionCosines", "bool", True, "use the images' direction matrices (must be true)", ("true",)),
-        Key("MaximumNumberOfThreads", "int", None, "threads (same as -threads)"),
+        Key("MaximumNumberOfThreads", "int", None, "threads (same as -threads)", minimum=1),
         Key("FixedInternalImagePixelType", "str", "float", NO_EFFECT),
         Key("MovingInternalImagePixelType", "str", "float", NO_EFFECT),
         Key("UseMultiThreadingForMetrics", "bool", True, NO_EFFECT),

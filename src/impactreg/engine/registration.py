@@ -15,7 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from ..errors import ImageError, InputError, ParameterError
+from ..devices import torch_device, use_threads
+from ..errors import ImageError, ParameterError
 from ..filters import erode
 from ..geometry import Grid
 from ..interpolation import Interpolator
@@ -79,7 +80,12 @@ class Run:
     progress: Callable | None
 
 
-def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int) -> ImageError:
+def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
+    if exc.wanted < 2:
+        size = "x".join(str(n) for n in fixed_grid.size)
+        return ImageError(
+            f"stage {stage} level {level}: only {exc.wanted} sample can be drawn from the fixed image ({size} voxels "
+            f"at this level, inside its mask); give a larger image or mask, or fewer NumberOfResolutions")
     return ImageError(
         f"stage {stage} level {level}: too many samples map outside the moving image (or its mask): "
         f"{exc.found} / {exc.wanted} valid; usually the images barely overlap or the initial transform is off: "
@@ -145,7 +151,10 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
 
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
                        level.sampler.new_samples, run.generator)
-    settings = optimizer.begin_level(view, setup)
+    try:
+        settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
+    except TooFewSamples as exc:
+        raise _too_few_samples_error(exc, stage, view.level, context.fixed.grid) from None
     iterations = view.get("MaximumNumberOfIterations")
     result = LevelResult(view.level, 0, 0.0, settings=settings)
     start = time.perf_counter()
@@ -160,7 +169,7 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         except TooFewSamples as exc:
             attempts += 1
             if attempts > level.sampler.attempts:
-                raise _too_few_samples_error(exc, stage, view.level) from None
+                raise _too_few_samples_error(exc, stage, view.level, context.fixed.grid) from None
             level.redraw()
             continue
         attempts = 0
@@ -191,8 +200,6 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                run: Run, rows: list) -> tuple[StageResult, StageComponents]:
     start = time.perf_counter()
     levels = pm.get("NumberOfResolutions")
-    if levels < 1:
-        raise ParameterError(f"(NumberOfResolutions {levels}) must be at least 1")
     pm.check_levels(levels)
     for key, image in (("FixedImageDimension", fixed), ("MovingImageDimension", moving)):
         if key in pm and pm.get(key) != image.dim:
@@ -244,9 +251,11 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
     """
     total_start = time.perf_counter()
+    device = torch_device(device)
+    use_threads(threads)
     maps = load_parameter_maps(parameter_maps)
-    fixed_image = as_image(fixed, "fixed image")
-    moving_image = as_image(moving, "moving image")
+    fixed_image = as_image(fixed, "fixed image", required=True)
+    moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
         raise ImageError(f"the fixed image is {fixed_image.dim}D and the moving image {moving_image.dim}D; register images of the same dimension")
     if fixed_image.channels != 1 or moving_image.channels != 1:
@@ -265,12 +274,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
         pm.check_levels(pm.get("NumberOfResolutions"))
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
-    if threads:
-        torch.set_num_threads(int(threads))
     seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
-    device = torch.device(device or "cpu")
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
     run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}

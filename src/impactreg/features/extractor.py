@@ -8,7 +8,7 @@ import torch
 
 from ..errors import ModelError
 from .mind import MIND, parse_mind_name
-from .torchscript import forward_arity, hub_download, load_torchscript, resolve_model_path
+from .torchscript import forward_arity, hub_download, load_torchscript, network_dimension, resolve_model_path
 
 NORMALIZATIONS = ("none", "zscore", "minmax", "ct", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -56,9 +56,9 @@ class FeatureExtractor:
                 direction.to(x.device)][: max(1, min(self.arity, 4))]
         try:
             out = self.model(*args)
-        except RuntimeError as exc:
-            raise ModelError(f"model {self.name} failed on a {tuple(x.shape)} input ({str(exc).splitlines()[0][:160]}); "
-                             f"check Dimension, NumberOfChannels and PatchSize for this model") from None
+        except (RuntimeError, ValueError, TypeError, torch.jit.Error) as exc:  # torch.jit.Error is no RuntimeError
+            raise ModelError(f"model {self.name} failed on a {tuple(x.shape)} input ({_last_line(exc)}); "
+                             f"check ImpactDimension, NumberOfChannels and PatchSize for this model") from None
         if isinstance(out, torch.Tensor):
             out = [out]
         if not isinstance(out, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in out):
@@ -72,6 +72,12 @@ class FeatureExtractor:
         with torch.no_grad():
             out = self(x, stats, torch.eye(self.dimension, dtype=torch.int64), nb_layers=1)
         return [(t.shape[1], tuple(t.shape[2:])) for t in out]
+
+
+def _last_line(exc: Exception) -> str:
+    """The reason of a (TorchScript) exception: its last non-empty line, without the interpreter's traceback."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return (lines[-1] if lines else type(exc).__name__)[:160]
 
 
 def load_extractor(name: str, dimension: int, channels: int = 1, normalization: str = "none", device="cpu",
@@ -89,6 +95,12 @@ def load_extractor(name: str, dimension: int, channels: int = 1, normalization: 
     if key not in _LOADED:
         _LOADED[key] = load_torchscript(path, device)
     model = _LOADED[key]
+    layers = network_dimension(model)
+    if layers is not None and layers != dimension:
+        fix = ("set (ImpactDimension 2) to run it slice by slice, or use a 3D model" if layers == 2 else
+               "use a 2D model on 2D images, or run it on 3D images with (ImpactDimension 3)")
+        raise ModelError(f"model {path.name} is a {layers}D network but runs here as a {dimension}D model "
+                         f"(ImpactDimension {dimension}, by default the images' dimension); {fix}")
     return FeatureExtractor(model, path.name, dimension, channels, normalization, forward_arity(model))
 
 

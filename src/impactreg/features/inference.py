@@ -39,6 +39,22 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
     return starts
 
 
+def _input_aligned(extractor: FeatureExtractor, layer: torch.Tensor, tile, stride) -> torch.Tensor:
+    """A layer (B, C, *out) cropped to the voxels that lie on its input tile. A model that pads more than
+    it convolves away (output larger than ceil(tile / stride)) is centred on its input: the excess is
+    cut evenly from both ends. An output below floor(tile / stride), or unevenly larger, has no known
+    place and is refused."""
+    excess = [max(0, o - math.ceil(t / k)) for o, t, k in zip(layer.shape[2:], tile, stride)]
+    short = any(o < t // k for o, t, k in zip(layer.shape[2:], tile, stride))
+    if short or any(e % 2 for e in excess):
+        raise ModelError(f"model {extractor.name} gives a {tuple(layer.shape[2:])} output for a {tuple(tile)} input "
+                         f"(stride {tuple(stride)}), so its features have no known position; use a model whose "
+                         f"outputs cover its input (padding 'same')")
+    if not any(excess):
+        return layer
+    return layer[(slice(None), slice(None)) + tuple(slice(e // 2, n - e // 2) for e, n in zip(excess, layer.shape[2:]))]
+
+
 def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tensor, direction: torch.Tensor,
               layers: list[int], patch_size, nb_layers: int) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
     """Selected layers (C, *out) and their integer strides (torch order) for a (1, *spatial) input,
@@ -81,7 +97,7 @@ def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tens
         with torch.no_grad():
             result = extractor(tiles, stats, direction, nb_layers)
         for i, (layer, stride) in enumerate(zip(layers, strides)):
-            feats = result[layer].to(torch.float32)
+            feats = _input_aligned(extractor, result[layer], tile, stride).to(torch.float32)
             out_shape = tuple(feats.shape[2:])
             window = torch.ones(out_shape, device=data.device) if single else _window(out_shape, data.device) + 1e-3
             for corner, f in zip(batch, feats):

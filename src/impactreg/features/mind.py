@@ -18,6 +18,8 @@ from typing import List
 import torch
 import torch.nn.functional as F
 
+from ..errors import OutputError
+
 MIND_NAME = re.compile(r"^(?:.*/)?MIND/R(\d+)D(\d+)(?:_([23])D)?(?:\.pt)?$")
 
 
@@ -103,8 +105,19 @@ def export_mind(path: str | Path, radius: int = 1, dilation: int = 2, dim: int =
     """Write MIND RrDd as a TorchScript file with the forward(x, nb_layers, stats, direction) signature."""
     module = torch.jit.script(MIND(radius, dilation, dim))
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    blocking = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    if blocking is not None:
+        raise OutputError(f"{path}: {blocking} is a file, not a folder; choose another output path")
+    if path.is_dir():
+        raise OutputError(f"{path}: is a folder; give a file name such as {path / 'MIND.pt'}")
     tmp = path.with_name(f".{path.name}.tmp")
-    module.save(str(tmp))
-    tmp.replace(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        module.save(str(tmp))
+        tmp.replace(path)
+    except (OSError, RuntimeError) as exc:  # torch's writer reports the OS error in a RuntimeError
+        if tmp.parent.is_dir():
+            tmp.unlink(missing_ok=True)
+        reason = exc.strerror if isinstance(exc, OSError) else str(exc).split("strerror:")[-1].strip()
+        raise OutputError(f"{path}: cannot write the model file ({reason}); choose a writable folder") from None
     return path

@@ -78,3 +78,14 @@ def forward_arity(model) -> int:
     except AttributeError:
         import inspect
         return len(inspect.signature(model.forward).parameters)
+
+
+def network_dimension(model) -> int | None:
+    """2 or 3 when the model's convolution or normalisation layers say so (Conv3d, InstanceNorm2d, ...), else None."""
+    try:
+        names = {m.original_name for m in model.modules()}
+    except AttributeError:
+        return None
+    found = {int(n[-2]) for n in names
+             if n[-2:] in ("2d", "3d") and n.startswith(("Conv", "InstanceNorm", "BatchNorm", "MaxPool", "AvgPool"))}
+    return found.pop() if len(found) == 1 else None

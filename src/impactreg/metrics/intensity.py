@@ -118,13 +118,18 @@ def _xlogx_sum(p):
 
 
 _HISTOGRAM_KEYS = (
-    Key("NumberOfHistogramBins", "int", 32, "Mattes MI / NMI: histogram bins", per_level=True),
-    Key("NumberOfFixedHistogramBins", "int", None, "Mattes MI: fixed-image bins (default NumberOfHistogramBins)", per_level=True),
-    Key("NumberOfMovingHistogramBins", "int", None, "Mattes MI: moving-image bins (default NumberOfHistogramBins)", per_level=True),
-    Key("FixedKernelBSplineOrder", "int", 0, "Mattes MI: fixed Parzen window B-spline order", per_level=True),
-    Key("MovingKernelBSplineOrder", "int", 3, "Mattes MI: moving Parzen window B-spline order", per_level=True),
-    Key("FixedLimitRangeRatio", "float", 0.01, "Mattes MI: fixed intensity range widening", per_level=True),
-    Key("MovingLimitRangeRatio", "float", 0.01, "Mattes MI: moving intensity range widening", per_level=True),
+    Key("NumberOfHistogramBins", "int", 32, "Mattes MI / NMI: histogram bins", per_level=True, minimum=4),
+    Key("NumberOfFixedHistogramBins", "int", None, "Mattes MI: fixed-image bins (default NumberOfHistogramBins)",
+        per_level=True, minimum=4),
+    Key("NumberOfMovingHistogramBins", "int", None, "Mattes MI: moving-image bins (default NumberOfHistogramBins)",
+        per_level=True, minimum=4),
+    Key("FixedKernelBSplineOrder", "int", 0, "Mattes MI: fixed Parzen window B-spline order",
+        per_level=True, minimum=0, maximum=3),
+    Key("MovingKernelBSplineOrder", "int", 3, "Mattes MI: moving Parzen window B-spline order",
+        per_level=True, minimum=0, maximum=3),
+    Key("FixedLimitRangeRatio", "float", 0.01, "Mattes MI: fixed intensity range widening", per_level=True, minimum=0),
+    Key("MovingLimitRangeRatio", "float", 0.01, "Mattes MI: moving intensity range widening",
+        per_level=True, minimum=0),
 ) + _ELASTIX_ONLY
 
 

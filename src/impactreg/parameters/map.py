@@ -6,6 +6,7 @@ ParameterError naming the key, the value, what is allowed and the closest known 
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 from pathlib import Path
@@ -36,24 +37,26 @@ def _convert(key: Key, name: str, raw: str, source: str):
         if low in _FALSE:
             return False
         raise ParameterError(f"{where}: {name} takes \"true\" or \"false\"")
-    if key.kind == "int":
-        try:
-            value = float(raw)
-        except ValueError:
-            value = None
-        if value is None or value != int(value):
-            raise ParameterError(f"{where}: {name} takes a whole number")
-        return int(value)
-    if key.kind == "float":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ParameterError(f"{where}: {name} takes a number") from None
+    if key.kind in ("int", "float"):
+        return _number(key, name, raw, where)
     if key.allowed is not None and raw not in key.allowed:
         suggestion = difflib.get_close_matches(raw, key.allowed, n=1, cutoff=0.5)
         hint = f"; did you mean {suggestion[0]!r}?" if suggestion else ""
         raise ParameterError(f"{where}: {raw!r} is not allowed for {name}; use one of {', '.join(key.allowed)}{hint}")
     return raw
+
+
+def _number(key: Key, name: str, raw: str, where: str) -> int | float:
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    whole = key.kind == "int"
+    if not math.isfinite(value) or whole and value != int(value):
+        raise ParameterError(f"{where}: {name} takes {'a whole' if whole else 'a finite'} number")
+    if not key.in_range(value):
+        raise ParameterError(f"{where}: {name} takes {'a whole' if whole else 'a'} number {key.range_text()}")
+    return int(value) if whole else value
 
 
 class ParameterMap:
@@ -181,8 +184,14 @@ def load_parameter_maps(sources) -> list[ParameterMap]:
     """Parameter maps from paths, texts of elastix syntax, dicts or ParameterMaps."""
     if isinstance(sources, (str, os.PathLike, dict, ParameterMap)):
         sources = [sources]
+    if not isinstance(sources, (list, tuple)):
+        raise InputError(f"parameter maps: got {type(sources).__name__}, not a parameter map; pass a file path, "
+                         f"elastix text, a dict, a ParameterMap or a list of them")
     maps = []
     for src in sources:
+        if not isinstance(src, (str, os.PathLike, dict, ParameterMap)):
+            raise InputError(f"parameter maps: got {type(src).__name__}, not a parameter map; pass a file path, "
+                             f"elastix text, a dict or a ParameterMap")
         if isinstance(src, ParameterMap):
             maps.append(src)
         elif isinstance(src, dict):

@@ -20,7 +20,8 @@ from .matrix import AffineTransform, EulerTransform, MatrixTransform, Similarity
 _COMMON_KEYS = (
     Key("HowToCombineTransforms", "str", "Compose", "how this stage combines with the initial transform", ("Compose", "Add")),
     Key("AutomaticScalesEstimation", "bool", False, "estimate parameter scales from dT/dmu"),
-    Key("Scales", "float", None, "parameter scales (one per parameter, or one for all)", multi=True),
+    Key("Scales", "float", None, "parameter scales (one per parameter, or one for all)", multi=True,
+        minimum=0, exclusive_minimum=True),
 )
 _INITIALISATION_KEYS = (
     Key("AutomaticTransformInitialization", "bool", False, "initialise the translation before optimising"),
@@ -155,12 +156,14 @@ class BSplineTransformComponent(TransformComponent):
     unit_scales = True
     keys = _COMMON_KEYS + (
         Key("FinalGridSpacingInPhysicalUnits", "float", None, "B-spline grid spacing at the last level, mm "
-            "(one or per dimension)", multi=True),
-        Key("FinalGridSpacingInVoxels", "float", None, "B-spline grid spacing at the last level, fixed voxels", multi=True),
-        Key("GridSpacingSchedule", "float", None, "B-spline grid spacing factor per level (or levels x dimension)", multi=True),
+            "(one or per dimension)", multi=True, minimum=0, exclusive_minimum=True),
+        Key("FinalGridSpacingInVoxels", "float", None, "B-spline grid spacing at the last level, fixed voxels", multi=True,
+            minimum=0, exclusive_minimum=True),
+        Key("GridSpacingSchedule", "float", None, "B-spline grid spacing factor per level (or levels x dimension)", multi=True,
+            minimum=0, exclusive_minimum=True),
         Key("BSplineTransformSplineOrder", "int", 3, "B-spline transform order", ("1", "2", "3")),
         Key("UseCyclicTransform", "bool", False, "cyclic B-spline (not supported: must be false)", ("false",)),
-        Key("PassiveEdgeWidth", "int", 0, NO_EFFECT),
+        Key("PassiveEdgeWidth", "int", 0, NO_EFFECT, minimum=0),
     )
 
     def begin_stage(self, pm, fixed, moving, initial) -> None:

@@ -31,6 +31,23 @@ def check_layers_mask(model: FeatureExtractor, settings: ModelSettings, outputs:
                          f"{model.name} gives {outputs} output layer(s); use {outputs} digits")
 
 
+def output_layers(model: FeatureExtractor, settings: ModelSettings, device, largest: int = 32) -> int:
+    """How many layers the model gives on one patch of ``settings.patch_size``. A patch too small for the
+    model (e.g. instance normalisation over one voxel) is refused with the smallest cube it runs on."""
+    patch = tuple(reversed(settings.patch_size))
+    try:
+        return len(model.layer_shapes(patch, device))
+    except ModelError:
+        for n in range(max(patch) + 1, largest + 1):
+            try:
+                model.layer_shapes((n,) * len(patch), device)
+            except ModelError:
+                continue
+            raise ModelError(f"IMPACT PatchSize {' '.join(map(str, settings.patch_size))} is too small for model "
+                             f"{model.name}; use at least PatchSize {' '.join([str(n)] * len(patch))}") from None
+        raise
+
+
 def principal_directions(feature: Image, components: int):
     """Top principal directions (k, C) of a feature map's channels, with the channel mean; None when off."""
     if components <= 0 or components >= feature.channels:

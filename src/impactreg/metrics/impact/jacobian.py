@@ -16,7 +16,7 @@ from ...errors import ImageError
 from ...interpolation import Interpolator
 from ..distances import DISTANCES
 from .config import ModelSettings
-from .features import anti_alias, check_layers_mask
+from .features import anti_alias, check_layers_mask, output_layers
 from .level import ImpactInputs
 
 
@@ -66,8 +66,7 @@ class JacobianMode:
         self.offsets = [patch_offsets(s, x.fixed.grid.direction).to(x.device, torch.float32) for s in config.fixed]
         for s_f, s_m, mf, mm in zip(config.fixed, config.moving, x.fixed_models, x.moving_models):
             for model, s in ((mf, s_f), (mm, s_m)):
-                shapes = model.layer_shapes(tuple(reversed(s.patch_size)), x.model_device)
-                check_layers_mask(model, s, len(shapes))
+                check_layers_mask(model, s, output_layers(model, s, x.model_device))
 
     def _patch_points(self, k: int, points: torch.Tensor) -> torch.Tensor:
         settings = self.inputs.config.fixed[k]
