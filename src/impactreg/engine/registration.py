@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..compute.memory import MemoryBudget
 from ..errors import ImageError, InputError, ParameterError
 from ..filters import erode
 from ..geometry import Grid
@@ -77,6 +78,7 @@ class Run:
     device: torch.device
     callbacks: list
     progress: Callable | None
+    memory: MemoryBudget | None = None
 
 
 def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int) -> ImageError:
@@ -217,7 +219,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         sampler = make_sampler(view)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
-                               run.device, base)
+                               run.device, base, run.memory)
         for metric in components.metrics:
             metric.begin_level(context)
         cost = Cost(components.metrics, components.registration.weights(view, len(components.metrics)),
@@ -236,14 +238,16 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
-             progress=None) -> RegistrationResult:
+             progress=None, memory_limit: str | int | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with elastix parameter maps (paths, dicts or ParameterMaps).
 
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
+    ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
     """
     total_start = time.perf_counter()
+    budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
     maps = load_parameter_maps(parameter_maps)
     fixed_image = as_image(fixed, "fixed image")
     moving_image = as_image(moving, "moving image")
@@ -271,7 +275,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     device = torch.device(device or "cpu")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise InputError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress)
+    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
     current = initial
