@@ -45,6 +45,20 @@ class RefusesLargeBatches(torch.nn.Module):
         return self.inner(x)
 
 
+class RefusesLargeVolumes(torch.nn.Module):
+    """Raises an out-of-memory RuntimeError for inputs of more than ``limit`` voxels."""
+
+    def __init__(self, inner, limit):
+        super().__init__()
+        self.inner, self.limit, self.sizes = inner, limit, []
+
+    def forward(self, x, *args):
+        self.sizes.append(x[0].numel())
+        if x[0].numel() > self.limit:
+            raise MemoryError()
+        return self.inner(x, *args)
+
+
 @pytest.fixture(scope="module")
 def smooth_model(tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "smooth2d.pt"
@@ -159,3 +173,52 @@ def test_default_budget_is_a_share_of_available_memory():
     budget = MemoryBudget.resolve()
     assert 2 ** 28 <= budget.bytes and not budget.explicit
     assert MemoryBudget.resolve("1G").bytes == 2 ** 30 and MemoryBudget.resolve("1G").explicit
+
+
+def volume(size=(40, 36, 30)) -> Image:
+    rng = np.random.default_rng(3)
+    data = torch.from_numpy(rng.normal(size=size[::-1]).astype(np.float32))
+    data = torch.nn.functional.avg_pool3d(data[None, None], 3, stride=1, padding=1)[0]
+    return Image(data, Grid(size, (1.0, 1.0, 1.0), (0.0, 0.0, 0.0), np.eye(3)))
+
+
+def test_static_maps_in_budget_sized_tiles_equal_the_whole_image():
+    from impactreg.features import image_stats, load_extractor
+    from impactreg.features.inference import feature_maps
+
+    image = volume()
+    mind = load_extractor("MIND/R1D2", 3)
+    stats = image_stats(image.data)
+    _, whole = feature_maps(mind, image, (1, 1, 1), (0, 0, 0), "1", stats, "cpu", MemoryBudget(2 ** 32, True))
+    maps_bytes = whole[0].data.numel() * 4
+    _, tiled = feature_maps(mind, image, (1, 1, 1), (0, 0, 0), "1", stats, "cpu", MemoryBudget(maps_bytes + 2 ** 20, True))
+    assert tiled[0].grid == whole[0].grid
+    # MIND is local but for a clamp of its variance to [0.001, 1000] x the tile's mean: equal where that is not hit
+    assert float((tiled[0].data - whole[0].data).abs().max()) < 1e-5
+
+
+def test_static_tiles_halve_on_out_of_memory():
+    from impactreg.features import image_stats, load_extractor
+    from impactreg.features.budgeted import run_within_budget
+
+    image = volume()
+    mind = load_extractor("MIND/R1D2", 3)
+    stats = image_stats(image.data)
+    expected = run_within_budget(mind, image.data, stats, torch.eye(3), [0], 1, MemoryBudget(2 ** 32, True))[0][0]
+    mind.model = RefusesLargeVolumes(mind.model, 32 ** 3)  # the 40x36x30 image must go in tiles
+    got = run_within_budget(mind, image.data, stats, torch.eye(3), [0], 1, MemoryBudget(2 ** 32, True))[0][0]
+    assert max(mind.model.sizes) > 32 ** 3 and len(mind.model.sizes) > 3
+    assert float((got - expected).abs().max()) < 1e-5
+
+
+def test_static_maps_that_cannot_fit_are_one_line(tmp_path, capsys):
+    fixed = write_image(volume(), tmp_path / "f.mha")
+    pm = tmp_path / "map.txt"
+    pm.write_text('(Transform "TranslationTransform")\n(Metric "Impact")\n(NumberOfResolutions 1)\n'
+                  '(MaximumNumberOfIterations 2)\n(ImpactModelsPath0 "MIND/R1D2")\n(ImpactMode "Static")\n'
+                  '(ImpactPatchSize0 0 0 0)\n(ImpactVoxelSize0 0.5 0.5 0.5)\n(WriteResultImage "false")\n')
+    code = main(["register", "-f", str(fixed), "-m", str(fixed), "-p", str(pm), "-out", str(tmp_path / "o"),
+                 "--memory-limit", "8M"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err
+    assert "MIND/R1D2" in err and "ImpactVoxelSize" in err and "--memory-limit" in err
