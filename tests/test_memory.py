@@ -114,6 +114,16 @@ def test_batched_jacobian_equals_one_batch(smooth_model, distance, subset):
     assert float((b_grad - grad).norm()) <= 5e-6 * float(grad.norm())  # float32 sums in another order
 
 
+def test_a_batch_without_valid_patches(smooth_model):
+    points = torch.cat([torch.full((20, 2), -50.0), sample_points(100)])  # the first batches lie outside
+    value, grad, valid = evaluate(metric_for(smooth_model, MemoryBudget(2 ** 34, True)), points)
+    small = metric_for(smooth_model, MemoryBudget(2 ** 34, True))
+    small.mode.patch_bytes[0] = 2 ** 34 // 8
+    b_value, b_grad, b_valid = evaluate(small, points)
+    assert valid == b_valid and abs(b_value - value) <= 1e-6 * abs(value)
+    assert float((b_grad - grad).norm()) <= 5e-6 * float(grad.norm())
+
+
 def test_out_of_memory_halves_the_batch(smooth_model):
     points = sample_points(100)
     value, grad, _ = evaluate(metric_for(smooth_model, MemoryBudget(2 ** 34, True)), points)

@@ -208,6 +208,9 @@ class JacobianMode:
 
         def features(start, stop):
             patch_points, _, _, keep, moving = patches(start, stop, False)
+            if not bool(keep.any()):
+                keeps.append(keep)
+                return
             fixed = self.fixed_interps[k](patch_points[keep].reshape(-1, patch_points.shape[-1])).values
             with torch.no_grad(), x.autocast():
                 f_out = fmodel(fixed.to(x.model_device).reshape(-1, 1, *shape), x.fixed_stats, x.fixed_direction,
