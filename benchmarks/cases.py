@@ -206,3 +206,17 @@ def brainweb_t1_pd_shifted() -> Case:
 SUITE_CASES = {"brainweb": brainweb_t1_pd, "lung": lung_ct_cbct, "mni": mni_t1_t2, "abdomen": abdomen_ct_mr,
                "brain": brain_t1_pd, "brainweb-shifted": brainweb_t1_pd_shifted}
 DEFAULT_SUITE = ["brainweb", "lung", "mni", "abdomen", "brain"]
+
+
+def ct_like_volume(size=(512, 512, 300), spacing_mm: float = 0.8, seed: int = 14) -> tuple[Image, Image]:
+    """A synthetic CT-sized pair (x, y, z voxels at ``spacing_mm``): a body ellipse of smooth random
+    tissue in air, and the same shifted by (3, -2, 1) voxels; for memory, not accuracy."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.rand((1, 1, 12, 16, 16), generator=generator) * 400.0 - 100.0
+    z, y, x = (torch.linspace(-1.0, 1.0, n) for n in size[::-1])
+    data = torch.nn.functional.interpolate(coarse, size=size[::-1], mode="trilinear", align_corners=False)[0, 0]
+    body = (x[None, None, :] / 0.85) ** 2 + (y[None, :, None] / 0.65) ** 2 <= 1.0
+    data = torch.where(body.expand_as(data), data, torch.full_like(data, -1000.0))
+    grid = Grid(size, (spacing_mm,) * 3, (0.0, 0.0, 0.0), np.eye(3))
+    moving = torch.roll(data, shifts=(1, -2, 3), dims=(0, 1, 2))
+    return Image(data[None].contiguous(), grid), Image(moving[None].contiguous(), grid)

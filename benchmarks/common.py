@@ -260,3 +260,18 @@ def workdir() -> Path:
     path = Path(tempfile.mkdtemp(prefix="impactreg-bench-"))
     atexit.register(shutil.rmtree, path, True)
     return path
+
+
+# memory -----------------------------------------------------------------------------------------
+
+def peak_resident_bytes() -> int:
+    """This process's peak resident set size (VmHWM; ru_maxrss where /proc is absent)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -50,6 +50,8 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("-t0", dest="initial", metavar="FILE", help="initial TransformParameters file")
     rg.add_argument("-threads", dest="threads", type=int, metavar="N", help="CPU threads")
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
+    rg.add_argument("--memory-limit", metavar="SIZE",
+                    help="memory for batched and tiled work, e.g. 4G or 800M (default: half of the free memory)")
     rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
     _add_common(rg)
 
@@ -140,7 +142,8 @@ def _run_register(args) -> int:
         refuse_replacing_inputs(args.out, ("qc.png", "qc.html"), input_files(inputs))
     result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                       initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
-                      threads=args.threads, progress=progress)
+                      threads=args.threads, progress=progress,
+                      memory_limit=args.memory_limit)
     if args.qc:
         from .image import read_image
         from .qc import write_qc

@@ -32,3 +32,7 @@ class ModelError(ImpactRegError):
 
 class OutputError(ImpactRegError):
     """An output that cannot be written where it was asked for."""
+
+
+class MemoryLimitError(ImpactRegError):
+    """Work that cannot fit in the memory budget (--memory-limit) even in its smallest batch or tile."""

@@ -15,6 +15,7 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..compute.memory import MemoryBudget
 from ..devices import torch_device, use_threads
 from ..errors import ImageError, ParameterError
 from ..filters import erode
@@ -78,6 +79,7 @@ class Run:
     device: torch.device
     callbacks: list
     progress: Callable | None
+    memory: MemoryBudget | None = None
 
 
 def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
@@ -224,7 +226,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         sampler = make_sampler(view)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
-                               run.device, base)
+                               run.device, base, run.memory)
         for metric in components.metrics:
             metric.begin_level(context)
         cost = Cost(components.metrics, components.registration.weights(view, len(components.metrics)),
@@ -243,16 +245,18 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
-             progress=None) -> RegistrationResult:
+             progress=None, memory_limit: str | int | None = None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with elastix parameter maps (paths, dicts or ParameterMaps).
 
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
+    ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
     """
     total_start = time.perf_counter()
     device = torch_device(device)
     use_threads(threads)
+    budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
     maps = load_parameter_maps(parameter_maps)
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
@@ -275,7 +279,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
-    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress)
+    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
     current = initial

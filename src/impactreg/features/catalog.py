@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from .mind import parse_mind_name
+
 HUB_REPOSITORY = "VBoussot/impact-torchscript-models"
 
 
@@ -36,3 +38,21 @@ CATALOG = [
               "field of view 2(r+d)+1; no weights needed"),
 ]
 
+
+
+DEFAULT_HALF_WIDTH = 16  # voxels of margin around a tile when a model's receptive field is unknown
+
+
+def receptive_half_width(extractor, layers: list[int]) -> int:
+    """Voxels on each side of an output voxel that it sees (at the input's voxel size), for the
+    selected ``layers``: MIND's r + d, a catalogued family's receptive field, else DEFAULT_HALF_WIDTH."""
+    mind = parse_mind_name(extractor.name)
+    if mind is not None:
+        return mind.radius + mind.dilation
+    for info in CATALOG:
+        family = info.name.split("/")[-1]
+        if info.layers and family in extractor.name:
+            fields = [info.layers[i][2] for i in layers if i < len(info.layers)]
+            if fields:
+                return max(fields) // 2
+    return DEFAULT_HALF_WIDTH

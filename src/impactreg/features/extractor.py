@@ -1,11 +1,13 @@
 """FeatureExtractor: a model plus how to feed it (normalisation, channels, calling convention)."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Callable
 
 import torch
 
+from ..compute.memory import is_out_of_memory
 from ..errors import ModelError
 from .mind import MIND, parse_mind_name
 from .torchscript import forward_arity, hub_download, load_torchscript, network_dimension, resolve_model_path
@@ -13,6 +15,11 @@ from .torchscript import forward_arity, hub_download, load_torchscript, network_
 NORMALIZATIONS = ("none", "zscore", "minmax", "ct", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+# Intermediate tensors per pass, in multiples of (input + output layers): measured on MIND and the
+# first TotalSegmentator stage (benchmarks/memory.py); out-of-memory halving covers what they miss.
+FORWARD_FACTOR = 4
+BACKWARD_FACTOR = 10
 
 _LOADED: dict[tuple[str, str], object] = {}
 
@@ -57,6 +64,8 @@ class FeatureExtractor:
         try:
             out = self.model(*args)
         except (RuntimeError, ValueError, TypeError, torch.jit.Error) as exc:  # torch.jit.Error is no RuntimeError
+            if is_out_of_memory(exc):
+                raise
             raise ModelError(f"model {self.name} failed on a {tuple(x.shape)} input ({_last_line(exc)}); "
                              f"check ImpactDimension, NumberOfChannels and PatchSize for this model") from None
         if isinstance(out, torch.Tensor):
@@ -64,6 +73,15 @@ class FeatureExtractor:
         if not isinstance(out, (list, tuple)) or not all(isinstance(t, torch.Tensor) for t in out):
             raise ModelError(f"model {self.name} must return a tensor or a list of tensors, got {type(out).__name__}")
         return list(out)
+
+    def bytes_per_item(self, spatial: tuple[int, ...], shapes: list[tuple[int, tuple[int, ...]]],
+                       backward: bool = False) -> int:
+        """Estimated peak bytes of one (1, *spatial) input through the model: float32 input and output
+        layers (``shapes`` from ``layer_shapes``), times the intermediate tensors a pass holds (more
+        when autograd keeps them for the backward pass)."""
+        voxels = math.prod(spatial)
+        elements = voxels * max(self.channels, 1) + sum(c * math.prod(s) for c, s in shapes)
+        return int(4 * elements * (BACKWARD_FACTOR if backward else FORWARD_FACTOR))
 
     def layer_shapes(self, spatial: tuple[int, ...], device) -> list[tuple[int, tuple[int, ...]]]:
         """(channels, spatial shape) of each output layer for an input of ``spatial`` size."""

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from ..errors import ModelError
 from ..filters import resample_to_grid
 from ..image import Image
+from ..compute.memory import MemoryBudget
+from .budgeted import input_aligned, run_within_budget
 from .extractor import FeatureExtractor
 
 TILE_BATCH = 4
@@ -39,26 +41,15 @@ def _starts(n: int, tile: int, step: int) -> list[int]:
     return starts
 
 
-def _input_aligned(extractor: FeatureExtractor, layer: torch.Tensor, tile, stride) -> torch.Tensor:
-    """A layer (B, C, *out) cropped to the voxels that lie on its input tile. A model that pads more than
-    it convolves away (output larger than ceil(tile / stride)) is centred on its input: the excess is
-    cut evenly from both ends. An output below floor(tile / stride), or unevenly larger, has no known
-    place and is refused."""
-    excess = [max(0, o - math.ceil(t / k)) for o, t, k in zip(layer.shape[2:], tile, stride)]
-    short = any(o < t // k for o, t, k in zip(layer.shape[2:], tile, stride))
-    if short or any(e % 2 for e in excess):
-        raise ModelError(f"model {extractor.name} gives a {tuple(layer.shape[2:])} output for a {tuple(tile)} input "
-                         f"(stride {tuple(stride)}), so its features have no known position; use a model whose "
-                         f"outputs cover its input (padding 'same')")
-    if not any(excess):
-        return layer
-    return layer[(slice(None), slice(None)) + tuple(slice(e // 2, n - e // 2) for e, n in zip(excess, layer.shape[2:]))]
-
-
 def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tensor, direction: torch.Tensor,
-              layers: list[int], patch_size, nb_layers: int) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
+              layers: list[int], patch_size, nb_layers: int,
+              budget: MemoryBudget | None = None) -> list[tuple[torch.Tensor, tuple[int, ...]]]:
     """Selected layers (C, *out) and their integer strides (torch order) for a (1, *spatial) input,
-    tiled in ``patch_size`` tiles (torch order; 0 = the whole axis)."""
+    tiled in ``patch_size`` tiles (torch order; 0 = the whole axis; all 0: the whole image when it
+    fits in ``budget``, else tiles sized to it)."""
+    budget = budget or MemoryBudget.resolve()
+    if all(int(p) == 0 for p in patch_size):
+        return run_within_budget(extractor, data, stats, direction, layers, nb_layers, budget)
     spatial = tuple(data.shape[1:])
     dim = len(spatial)
     tile = tuple(n if p == 0 else int(p) for p, n in zip(patch_size, spatial))  # patch_size in torch order
@@ -91,13 +82,14 @@ def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tens
         weights.append(torch.zeros(shape, device=data.device))
     corners = [tuple(c) for c in np.array(np.meshgrid(*starts, indexing="ij")).reshape(dim, -1).T]
     single = len(corners) == 1
-    for b in range(0, len(corners), TILE_BATCH):
-        batch = corners[b:b + TILE_BATCH]
+    tile_bytes = extractor.bytes_per_item(tile, [(o.shape[1], tuple(o.shape[2:])) for o in probe])
+    batches = [corners[b:b + TILE_BATCH] for b in range(0, len(corners), max(1, budget.items(tile_bytes, most=TILE_BATCH)))]
+    for batch in batches:
         tiles = torch.stack([padded[(slice(None),) + tuple(slice(c, c + t) for c, t in zip(corner, tile))] for corner in batch])
         with torch.no_grad():
             result = extractor(tiles, stats, direction, nb_layers)
         for i, (layer, stride) in enumerate(zip(layers, strides)):
-            feats = _input_aligned(extractor, result[layer], tile, stride).to(torch.float32)
+            feats = input_aligned(extractor, result[layer], tile, stride).to(torch.float32)
             out_shape = tuple(feats.shape[2:])
             window = torch.ones(out_shape, device=data.device) if single else _window(out_shape, data.device) + 1e-3
             for corner, f in zip(batch, feats):
@@ -113,7 +105,7 @@ def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tens
 
 
 def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_size, layers_mask: str,
-                 stats: torch.Tensor, device) -> tuple[Image, list[Image]]:
+                 stats: torch.Tensor, device, budget: MemoryBudget | None = None) -> tuple[Image, list[Image]]:
     """The image resampled to ``voxel_size`` and each selected layer's feature map as an Image.
 
     A 2D model on a 3D image runs slice by slice (along the image's third axis, whose spacing is kept)."""
@@ -127,9 +119,9 @@ def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_si
     data = resampled.data.to(device)
     tile = tuple(int(p) for p in reversed(tuple(patch_size)))  # x-y(-z) -> torch order
     if extractor.dimension == image.dim:
-        maps = run_model(extractor, data, stats, direction, layers, tile, len(layers_mask))
+        maps = run_model(extractor, data, stats, direction, layers, tile, len(layers_mask), budget)
     elif extractor.dimension == 2 and image.dim == 3:
-        per_slice = [run_model(extractor, data[:, z], stats, direction[:2, :2], layers, tile, len(layers_mask))
+        per_slice = [run_model(extractor, data[:, z], stats, direction[:2, :2], layers, tile, len(layers_mask), budget)
                      for z in range(data.shape[1])]
         maps = [(torch.stack([s[i][0] for s in per_slice], dim=1), (1,) + per_slice[0][i][1])
                 for i in range(len(layers))]

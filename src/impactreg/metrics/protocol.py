@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from ..compute.memory import MemoryBudget
 from ..image import Image
 from ..interpolation import Interpolator
 from ..keys import Key, LevelView
@@ -35,6 +36,7 @@ class LevelContext:
     generator: torch.Generator
     device: torch.device
     base: Path | None = None  # folder of the parameter file, for relative model paths
+    memory: MemoryBudget | None = None  # bytes batched and tiled work may hold at once (None: the default share)
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property

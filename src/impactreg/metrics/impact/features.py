@@ -68,10 +68,10 @@ def project(feature: Image, projection) -> Image:
     return Image(y.reshape(w.shape[0], *feature.grid.shape), feature.grid, "float32")
 
 
-def image_feature_maps(model: FeatureExtractor, image: Image, settings: ModelSettings, stats, device):
+def image_feature_maps(model: FeatureExtractor, image: Image, settings: ModelSettings, stats, device, budget=None):
     """(the image resampled to the feature voxel size, one multi-channel feature Image per selected layer)."""
     return feature_maps(model, anti_alias(image, settings.voxel_size), settings.voxel_size, settings.patch_size,
-                        settings.layers_mask, stats, device)
+                        settings.layers_mask, stats, device, budget)
 
 
 def write_maps(folder: Path, side: str, level: int, k: int, settings: ModelSettings, resampled: Image, maps: list[Image]):

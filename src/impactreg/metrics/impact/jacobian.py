@@ -5,6 +5,12 @@ lies inside the moving image (and mask). Both go through the model; the centre v
 selected layer is compared on a random channel subset (the same for both images, redrawn each
 evaluation). The gradient is exact: autograd through the model gives d value / d M(T(x + o)),
 chained with the moving-image gradient and dT/dmu at every patch point.
+
+The patches go through the models in batches sized to the memory budget (halved on out-of-memory).
+When they all fit, one pass does everything; otherwise a first pass keeps the centre features of
+every patch (no autograd), the distance and d value / d moving features are computed on all of
+them at once, and a second pass runs the moving model forward and backward per batch with those
+feature gradients: the same value and gradient for every distance, NCC included.
 """
 from __future__ import annotations
 
@@ -12,12 +18,15 @@ import math
 
 import torch
 
-from ...errors import ImageError
+from ...compute.memory import format_bytes, halving, is_out_of_memory
+from ...errors import ImageError, MemoryLimitError
 from ...interpolation import Interpolator
 from ..distances import DISTANCES
 from .config import ModelSettings
 from .features import anti_alias, check_layers_mask, output_layers
 from .level import ImpactInputs
+
+POINT_BYTES = 320  # per patch point: its position, mapped position, samples, gradients and masks
 
 
 def patch_offsets(settings: ModelSettings, direction) -> torch.Tensor:
@@ -64,62 +73,187 @@ class JacobianMode:
         self.moving_interps = [Interpolator(anti_alias(x.moving, s.voxel_size), order=x.order, device=x.device)
                                for s in config.moving]
         self.offsets = [patch_offsets(s, x.fixed.grid.direction).to(x.device, torch.float32) for s in config.fixed]
+        self.patch_bytes = []  # estimated peak bytes per patch through both models and the geometry
         for s_f, s_m, mf, mm in zip(config.fixed, config.moving, x.fixed_models, x.moving_models):
-            for model, s in ((mf, s_f), (mm, s_m)):
+            per_patch = POINT_BYTES * math.prod(s_f.patch_size)
+            for model, s, backward in ((mf, s_f, False), (mm, s_m, True)):
                 check_layers_mask(model, s, output_layers(model, s, x.model_device))
+                spatial = tuple(reversed(s.patch_size))
+                per_patch += model.bytes_per_item(spatial, model.layer_shapes(spatial, x.model_device), backward)
+            self.patch_bytes.append(per_patch)
 
-    def _patch_points(self, k: int, points: torch.Tensor) -> torch.Tensor:
-        settings = self.inputs.config.fixed[k]
+    def _rotations(self, k: int, points: torch.Tensor) -> torch.Tensor | None:
+        """Per-sample rotations of a planar patch (2D model on a 3D image), else None."""
+        if self.inputs.config.fixed[k].dimension == points.shape[1]:
+            return None
+        return random_rotations(points.shape[0], self.inputs.generator).to(self.inputs.device, torch.float32)
+
+    def _patch_points(self, k: int, points: torch.Tensor, rotations: torch.Tensor | None) -> torch.Tensor:
         offsets = self.offsets[k]
-        if settings.dimension == points.shape[1]:
+        if rotations is None:
             return points[:, None, :] + offsets[None]
-        device = self.inputs.device
-        rotations = random_rotations(points.shape[0], self.inputs.generator).to(device, torch.float32)
-        planar = torch.cat([offsets, torch.zeros(offsets.shape[0], 1, device=device)], dim=1)  # (P, 3)
+        planar = torch.cat([offsets, torch.zeros(offsets.shape[0], 1, device=offsets.device)], dim=1)  # (P, 3)
         return points[:, None, :] + planar[None] @ rotations.transpose(1, 2)
+
+    def _subset(self, subsets: dict, j: int, channels: int, wanted: int) -> torch.Tensor:
+        """Layer j's channel subset, drawn once per evaluation (a retried batch reuses it)."""
+        if j not in subsets:
+            subsets[j] = self.inputs.subset(channels, wanted)
+        return subsets[j]
+
+    def _moving_samples(self, k: int, transform, patch_points: torch.Tensor, gradient: bool):
+        """(flat points, moving samples, keep (N,)): a sample counts when its whole moving patch is inside."""
+        x = self.inputs
+        n, p, dim = patch_points.shape
+        flat = patch_points.reshape(-1, dim)
+        mapped = transform.map(flat)
+        sampled = self.moving_interps[k](mapped, gradient=gradient)
+        inside = sampled.inside
+        if x.moving_mask is not None:
+            inside = inside & (x.moving_mask(mapped).values[:, 0] > 0)
+        return flat, sampled, inside.reshape(n, p).all(dim=1)
+
+    def too_large(self, k: int) -> MemoryLimitError:
+        x = self.inputs
+        s = x.config.fixed[k]
+        patch = "x".join(str(v) for v in s.patch_size)
+        return MemoryLimitError(
+            f"IMPACT Jacobian mode: one {patch} patch of model {x.moving_models[k].name} needs about "
+            f"{format_bytes(self.patch_bytes[k])} but the memory budget is {x.budget}; use a smaller ImpactPatchSize, "
+            f"fewer NumberOfSpatialSamples or a larger --memory-limit")
 
     def end_iteration(self, iteration: int) -> None:
         pass
 
     def value_and_gradient(self, transform, points: torch.Tensor):
         x = self.inputs
-        config = x.config
         total = 0.0
         grad = torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=x.device)
         valid_count = points.shape[0]
-        for k, (settings, fmodel, mmodel) in enumerate(zip(config.fixed, x.fixed_models, x.moving_models)):
-            patch_points = self._patch_points(k, points)  # (N, P, D)
-            n, p, dim = patch_points.shape
-            flat = patch_points.reshape(-1, dim)
-            mapped = transform.map(flat)
-            sampled = self.moving_interps[k](mapped, gradient=True)
-            inside = sampled.inside
-            if x.moving_mask is not None:
-                inside = inside & (x.moving_mask(mapped).values[:, 0] > 0)
-            keep = inside.reshape(n, p).all(dim=1)
-            valid_count = min(valid_count, int(keep.sum()))
-            if int(keep.sum()) < 2:
-                continue
-            shape = tuple(reversed(settings.patch_size))  # torch order of the (possibly planar) patch
-            fixed_patch = self.fixed_interps[k](patch_points[keep].reshape(-1, dim)).values.reshape(-1, 1, *shape)
-            moving_values = sampled.values.reshape(n, p)[keep]
-            moving_patch = moving_values.detach().to(x.model_device).reshape(-1, 1, *shape).requires_grad_(True)
-            layers = settings.selected_layers
-            with torch.no_grad(), x.autocast():
-                f_out = fmodel(fixed_patch.to(x.model_device), x.fixed_stats, x.fixed_direction, len(settings.layers_mask))
-            with x.autocast():
-                m_out = mmodel(moving_patch, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
-            value = 0.0
-            distance = DISTANCES[config.distances[k]]
-            for w, lf, lm in zip(config.layer_weights[k], layers, config.moving[k].selected_layers):
-                f = centre_features(f_out[lf]).float()
-                m = centre_features(m_out[lm]).float()
-                subset = x.subset(f.shape[1], config.subset_features[k])
-                value = value + w * distance(f[:, subset], m[:, subset])
-            d_patch, = torch.autograd.grad(value, moving_patch)
-            total += float(value.detach())
-            d_values = torch.zeros(n, p, dtype=torch.float32, device=x.device)
-            d_values[keep] = d_patch.reshape(-1, p).to(x.device, torch.float32)
-            d_points = d_values.reshape(-1, 1) * sampled.gradients[:, 0]
-            grad = grad + transform.parameter_gradient(flat, d_points).to(torch.float64)
+        for k in range(len(x.config.fixed)):
+            rotations = self._rotations(k, points)
+            subsets: dict = {}
+            n = points.shape[0]
+            batch = x.budget.items(self.patch_bytes[k])
+            if batch < 1:
+                raise self.too_large(k)
+            result = None
+            if batch >= n:
+                try:
+                    result = self._one_batch(k, transform, points, rotations, subsets)
+                except (RuntimeError, MemoryError) as exc:
+                    if not is_out_of_memory(exc):
+                        raise
+                    batch = max(1, n // 2)
+            if result is None:
+                result = self._batched(k, transform, points, rotations, subsets, batch)
+            value, gradient, kept = result
+            valid_count = min(valid_count, kept)
+            if gradient is not None:
+                total += value
+                grad = grad + gradient
         return total, grad, valid_count
+
+    def _one_batch(self, k, transform, points, rotations, subsets):
+        """(value, gradient or None, kept samples) of model k with every patch in one batch."""
+        x = self.inputs
+        config = x.config
+        settings, fmodel, mmodel = config.fixed[k], x.fixed_models[k], x.moving_models[k]
+        patch_points = self._patch_points(k, points, rotations)  # (N, P, D)
+        n, p, dim = patch_points.shape
+        flat, sampled, keep = self._moving_samples(k, transform, patch_points, gradient=True)
+        kept = int(keep.sum())
+        if kept < 2:
+            return 0.0, None, kept
+        shape = tuple(reversed(settings.patch_size))  # torch order of the (possibly planar) patch
+        fixed_patch = self.fixed_interps[k](patch_points[keep].reshape(-1, dim)).values.reshape(-1, 1, *shape)
+        moving_values = sampled.values.reshape(n, p)[keep]
+        moving_patch = moving_values.detach().to(x.model_device).reshape(-1, 1, *shape).requires_grad_(True)
+        with torch.no_grad(), x.autocast():
+            f_out = fmodel(fixed_patch.to(x.model_device), x.fixed_stats, x.fixed_direction, len(settings.layers_mask))
+        with x.autocast():
+            m_out = mmodel(moving_patch, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
+        value = 0.0
+        distance = DISTANCES[config.distances[k]]
+        layers = zip(config.layer_weights[k], settings.selected_layers, config.moving[k].selected_layers)
+        for j, (w, lf, lm) in enumerate(layers):
+            f = centre_features(f_out[lf]).float()
+            m = centre_features(m_out[lm]).float()
+            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k])
+            value = value + w * distance(f[:, subset], m[:, subset])
+        d_patch, = torch.autograd.grad(value, moving_patch)
+        d_values = torch.zeros(n, p, dtype=torch.float32, device=x.device)
+        d_values[keep] = d_patch.reshape(-1, p).to(x.device, torch.float32)
+        d_points = d_values.reshape(-1, 1) * sampled.gradients[:, 0]
+        return float(value.detach()), transform.parameter_gradient(flat, d_points).to(torch.float64), kept
+
+    def _batched(self, k, transform, points, rotations, subsets, batch):
+        """``_one_batch`` in batches of at most ``batch`` samples: features first, then the gradient."""
+        x = self.inputs
+        config = x.config
+        settings, fmodel, mmodel = config.fixed[k], x.fixed_models[k], x.moving_models[k]
+        shape = tuple(reversed(settings.patch_size))
+        p = math.prod(shape)
+        pairs = list(zip(settings.selected_layers, config.moving[k].selected_layers))
+        n = points.shape[0]
+        keeps, f_parts, m_parts = [], [], []
+
+        def patches(start, stop, gradient):
+            rot = None if rotations is None else rotations[start:stop]
+            patch_points = self._patch_points(k, points[start:stop], rot)
+            flat, sampled, keep = self._moving_samples(k, transform, patch_points, gradient)
+            moving = sampled.values.reshape(keep.shape[0], -1)[keep].to(x.model_device).reshape(-1, 1, *shape)
+            return patch_points, flat, sampled, keep, moving
+
+        def features(start, stop):
+            patch_points, _, _, keep, moving = patches(start, stop, False)
+            if not bool(keep.any()):
+                keeps.append(keep)
+                return
+            fixed = self.fixed_interps[k](patch_points[keep].reshape(-1, patch_points.shape[-1])).values
+            with torch.no_grad(), x.autocast():
+                f_out = fmodel(fixed.to(x.model_device).reshape(-1, 1, *shape), x.fixed_stats, x.fixed_direction,
+                               len(settings.layers_mask))
+                m_out = mmodel(moving, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
+                f_centre = [centre_features(f_out[lf]).float() for lf, _ in pairs]
+                m_centre = [centre_features(m_out[lm]).float() for _, lm in pairs]
+            f_parts.append(f_centre)
+            m_parts.append(m_centre)
+            keeps.append(keep)
+
+        batch = halving(features, n, batch, lambda: self.too_large(k))
+        keep = torch.cat(keeps)
+        kept = int(keep.sum())
+        if kept < 2:
+            return 0.0, None, kept
+        value = 0.0
+        distance = DISTANCES[config.distances[k]]
+        leaves = []
+        for j, w in enumerate(config.layer_weights[k]):
+            f = torch.cat([part[j] for part in f_parts])
+            m = torch.cat([part[j] for part in m_parts]).requires_grad_(True)
+            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k])
+            value = value + w * distance(f[:, subset], m[:, subset])
+            leaves.append(m)
+        d_features = torch.autograd.grad(value, leaves)
+        del f_parts, m_parts
+        before = torch.cat([torch.zeros(1, dtype=torch.long, device=keep.device), keep.long().cumsum(0)]).tolist()
+        grad = [torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=x.device)]
+
+        def gradient(start, stop):
+            if before[stop] == before[start]:
+                return
+            _, flat, sampled, keep_b, moving = patches(start, stop, True)
+            moving.requires_grad_(True)
+            with x.autocast():
+                m_out = mmodel(moving, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
+                outputs = [centre_features(m_out[lm]).float() for _, lm in pairs]
+            seeds = [d[before[start]:before[stop]] for d in d_features]
+            d_patch, = torch.autograd.grad(outputs, moving, grad_outputs=seeds)
+            d_values = torch.zeros(keep_b.shape[0], p, dtype=torch.float32, device=x.device)
+            d_values[keep_b] = d_patch.reshape(-1, p).to(x.device, torch.float32)
+            d_points = d_values.reshape(-1, 1) * sampled.gradients[:, 0]
+            grad[0] = grad[0] + transform.parameter_gradient(flat, d_points).to(torch.float64)
+
+        halving(gradient, n, batch, lambda: self.too_large(k))
+        return float(value.detach()), grad[0], kept

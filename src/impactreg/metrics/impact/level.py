@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import torch
 
+from ...compute.memory import MemoryBudget
 from ...features.extractor import FeatureExtractor, image_stats
 from ...image import Image
 from ...interpolation import Interpolator
@@ -23,9 +24,11 @@ class ImpactInputs:
     order: int  # interpolation order of images and feature maps
     generator: torch.Generator
     device: torch.device  # where points and transforms live
+    memory: MemoryBudget | None = None  # the registration's budget (None: the default share)
 
     def __post_init__(self):
         self.model_device = self.config.device
+        self.budget = MemoryBudget.resolve(self.memory).on(self.model_device)
         self.fixed_stats = image_stats(self.fixed.data).to(self.model_device)
         self.moving_stats = image_stats(self.moving.data).to(self.model_device)
         self.fixed_direction = self.fixed.grid.axis_direction()

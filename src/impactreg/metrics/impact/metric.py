@@ -35,7 +35,7 @@ class ImpactMetric(Metric):
 
         inputs = ImpactInputs(config, load(config.fixed), load(config.moving), context.fixed, context.moving,
                               context.moving_mask_interpolator(), context.interpolation_order, context.generator,
-                              torch.device(context.device))
+                              torch.device(context.device), context.memory)
         self.mode = JacobianMode(inputs) if config.mode == "Jacobian" else StaticMode(inputs, view.level)
 
     def value_and_gradient(self, transform, samples: Samples):

@@ -27,7 +27,7 @@ class StaticMode:
         self.reference = None
         self.update_due = False
         for k, (s, model) in enumerate(zip(x.config.fixed, x.fixed_models)):
-            resampled, maps = image_feature_maps(model, x.fixed, s, x.fixed_stats, x.model_device)
+            resampled, maps = image_feature_maps(model, x.fixed, s, x.fixed_stats, x.model_device, x.budget)
             check_layers_mask(model, s, None)
             projections = [principal_directions(m, x.config.pca[k]) for m in maps]
             self.projections.append(projections)
@@ -45,7 +45,7 @@ class StaticMode:
         if transform is not None:
             source = resample(x.moving, transform, x.fixed.grid, order=3, default=float(x.moving.data.min()), device=x.device)
         for k, (s, model) in enumerate(zip(x.config.moving, x.moving_models)):
-            resampled, maps = image_feature_maps(model, source, s, x.moving_stats, x.model_device)
+            resampled, maps = image_feature_maps(model, source, s, x.moving_stats, x.model_device, x.budget)
             maps = [project(m, pr) for m, pr in zip(maps, self.projections[k])]
             self.moving_maps.append([Interpolator(m, order=x.order, device=x.device) for m in maps])
             if out_dir is not None:

@@ -1,0 +1,154 @@
+"""The memory budget of a registration: how many bytes its batched and tiled work may use at once.
+
+``--memory-limit`` (``memory_limit=`` of ``register``) sets it ("4G", "800M", "1.5GiB", bytes);
+the default is a safe share of what the machine has free now: /proc/meminfo MemAvailable, capped
+by a cgroup (v2 or v1) limit when one is set, and on CUDA the device's free memory. Consumers
+(IMPACT's model passes, Static feature maps) size batches and tiles with ``MemoryBudget.items``,
+run them through ``halving``, which halves the batch on out-of-memory and retries, and raise one
+clear line when even one item cannot fit.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from ..errors import ParameterError
+
+log = logging.getLogger("impactreg")
+
+DEFAULT_SHARE = 0.5  # of the memory available when the registration starts
+CUDA_SHARE = 0.8  # of the device's free memory
+UNITS = {"": 1, "B": 1, "K": 2 ** 10, "M": 2 ** 20, "G": 2 ** 30, "T": 2 ** 40}
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*([KMGT]?)(I?B)?\s*$", re.IGNORECASE)
+
+
+def parse_memory(text: str | int | float) -> int:
+    """Bytes of a size like "4G", "800M", "1.5GiB", "512MB" or a plain number of bytes (binary units)."""
+    if isinstance(text, (int, float)) and not isinstance(text, bool):
+        value = int(text)
+    else:
+        match = _SIZE.match(str(text))
+        if not match:
+            raise ParameterError(f"--memory-limit {text!r}: not a size; write it like 4G, 800M or 1.5GiB")
+        value = int(float(match.group(1)) * UNITS[match.group(2).upper()])
+    if value < 2 ** 20:
+        raise ParameterError(f"--memory-limit {text!r} is below 1M; give at least a few hundred megabytes, e.g. 800M")
+    return value
+
+
+def format_bytes(n: float) -> str:
+    for unit in ("B", "K", "M", "G"):
+        if abs(n) < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return f"{n:.1f}G"
+
+
+def _meminfo_available() -> int | None:
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def _cgroup_free() -> int | None:
+    """Limit minus usage of this process's cgroup (v2, else v1), or None when unlimited or unknown."""
+    pairs = (("/sys/fs/cgroup/memory.max", "/sys/fs/cgroup/memory.current"),
+             ("/sys/fs/cgroup/memory/memory.limit_in_bytes", "/sys/fs/cgroup/memory/memory.usage_in_bytes"))
+    for limit_file, usage_file in pairs:
+        try:
+            limit = Path(limit_file).read_text().strip()
+            usage = int(Path(usage_file).read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if limit == "max" or not limit.isdigit() or int(limit) >= 2 ** 60:
+            return None
+        return max(0, int(limit) - usage)
+    return None
+
+
+def available_bytes(device: torch.device | str = "cpu") -> int:
+    """Memory free now for this process: host (MemAvailable, cgroup), or the CUDA device's free memory."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    found = [v for v in (_meminfo_available(), _cgroup_free()) if v is not None]
+    return min(found) if found else 4 * 2 ** 30
+
+
+@dataclass(frozen=True)
+class MemoryBudget:
+    """Bytes the batched and tiled work of one registration may hold at once (on top of its images)."""
+
+    bytes: int
+    explicit: bool = False  # given by the user (--memory-limit), not the default share
+
+    @classmethod
+    def resolve(cls, limit=None, device: torch.device | str = "cpu") -> "MemoryBudget":
+        """The user's limit, else DEFAULT_SHARE of the host's available memory (CUDA_SHARE of the
+        device's free memory when ``device`` is a GPU and that is smaller)."""
+        if limit is not None:
+            return limit if isinstance(limit, MemoryBudget) else cls(parse_memory(limit), True)
+        share = int(DEFAULT_SHARE * available_bytes("cpu"))
+        device = torch.device(device)
+        if device.type == "cuda":
+            share = min(share, int(CUDA_SHARE * available_bytes(device)))
+        return cls(max(share, 2 ** 28))
+
+    def on(self, device: torch.device | str) -> "MemoryBudget":
+        """This budget for work on ``device``: a default budget shrinks to the GPU's free memory."""
+        device = torch.device(device)
+        if self.explicit or device.type != "cuda":
+            return self
+        return MemoryBudget(min(self.bytes, int(CUDA_SHARE * available_bytes(device))))
+
+    def items(self, bytes_per_item: float, reserved: float = 0.0, most: int | None = None) -> int:
+        """How many items of ``bytes_per_item`` fit beside ``reserved`` bytes (0 when not even one)."""
+        room = self.bytes - reserved
+        n = int(room // max(bytes_per_item, 1.0)) if room > 0 else 0
+        return n if most is None else min(n, most)
+
+    def __str__(self) -> str:
+        return format_bytes(self.bytes)
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "cannot allocate memory" in text)
+
+
+def halving(run: Callable[[int, int], None], total: int, batch: int, too_large: Callable[[], Exception]) -> int:
+    """Call ``run(start, stop)`` over ``range(total)`` in batches of at most ``batch``; on out-of-memory
+    halve the batch and retry the failed batch; raise ``too_large()`` when a batch of one fails.
+    Returns the batch size that worked last."""
+    batch = max(1, min(batch, total)) if total else 1
+    start = 0
+    while start < total:
+        stop = min(total, start + batch)
+        try:
+            run(start, stop)
+        except (RuntimeError, MemoryError) as exc:
+            if not is_out_of_memory(exc):
+                raise
+            if stop - start <= 1:
+                raise too_large() from None
+            batch = max(1, (stop - start) // 2)
+            log.info("out of memory with a batch of %d; retrying with %d", stop - start, batch)
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
+            continue
+        start = stop
+    return batch
