@@ -16,8 +16,8 @@ NORMALIZATIONS = ("none", "zscore", "minmax", "ct", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# Intermediate tensors per pass, in multiples of (input + output layers): measured on MIND and the
-# first TotalSegmentator stage (benchmarks/memory.py); out-of-memory halving covers what they miss.
+# Intermediate tensors per pass, in multiples of (input + output layers): a conservative estimate, not
+# a measurement (MIND holds about a dozen channel-sized temporaries); out-of-memory halving covers misses.
 FORWARD_FACTOR = 4
 BACKWARD_FACTOR = 10
 
