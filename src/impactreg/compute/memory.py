@@ -10,7 +10,6 @@ clear line when even one item cannot fit.
 from __future__ import annotations
 
 import logging
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
