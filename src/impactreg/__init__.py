@@ -1,10 +1,10 @@
 """impactreg: elastix-compatible multimodal image registration with the IMPACT semantic metric."""
 import os as _os
 
-# OpenMP threads that busy-wait for work (libgomp's default) make a registration 5-15x slower when
-# other processes share the cores (benchmarks/load.py); waiting passively costs nothing measurable
-# alone. OpenMP reads this when torch loads, so it is set before torch is imported; a user's own
-# setting wins.
+# OpenMP threads that spin while waiting for work (libgomp's default) make a registration 4-6x
+# slower when other processes share the cores; waiting passively keeps it near elastix's slow-down
+# and costs about 10% on a quiet machine (benchmarks/load.py). OpenMP reads this when torch loads,
+# so it is set before torch is imported; a user's own setting wins.
 _os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 __version__ = "0.1.0"
