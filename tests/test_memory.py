@@ -17,18 +17,7 @@ from impactreg.metrics.protocol import LevelContext, Samples
 from impactreg.parameters import ParameterMap
 from impactreg.sampling import ImageSampler
 from impactreg.transforms import AffineTransform
-
-
-class Smooth2D(torch.nn.Module):
-    def __init__(self):
-        super().__init__()
-        torch.manual_seed(0)
-        self.c1 = torch.nn.Conv2d(1, 6, 3, padding=1)
-        self.c2 = torch.nn.Conv2d(6, 8, 3, padding=1)
-
-    def forward(self, x):
-        h = torch.tanh(self.c1(x))
-        return [h, torch.tanh(self.c2(h))]
+from test_impact import Smooth2D  # the same small smooth network
 
 
 class RefusesLargeBatches(torch.nn.Module):

@@ -61,3 +61,17 @@ def test_exact_gradient_sampler_is_elastix_grid_over_the_mask_box():
     assert points.shape[0] == 12 * 10 * 4
     assert index[:, 0].min() == 7 and index[:, 1].min() == 5 and index[:, 2].min() == 4
     assert bool((index[:, 0] - 7).remainder(2).eq(0).all())
+
+
+def test_grid_sample_spacing_per_level_and_axis_as_elastix_reads_it():
+    from impactreg.errors import ParameterError
+    from impactreg.keys import LevelView
+    from impactreg.parameters import ParameterMap
+    from impactreg.sampling import GridSampler
+
+    per_level = ParameterMap({"NumberOfResolutions": 2, "SampleGridSpacing": [4, 4, 8, 2, 2, 2]})
+    assert GridSampler().grid_spacing(LevelView(per_level, 0), 3) == [4, 4, 8]
+    assert GridSampler().grid_spacing(LevelView(per_level, 1), 3) == [2, 2, 2]
+    assert GridSampler().grid_spacing(LevelView(ParameterMap({"SampleGridSpacing": [3, 5]}), 1), 2) == [3, 5]
+    with pytest.raises(ParameterError, match="give 1, 3 .one per dimension. or 3 per resolution level"):
+        GridSampler().grid_spacing(LevelView(ParameterMap({"SampleGridSpacing": [3, 5]}), 0), 3)

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from . import compute
-from .errors import ImageError
+from .errors import ImageError, ParameterError
 from .geometry import Grid
 from .keys import NO_EFFECT, Key
 
@@ -95,10 +95,13 @@ class Sampler:
 
     def begin_level(self, view, grid: Grid, mask: torch.Tensor | None, generator, device, dtype) -> None:
         self.sampler = ImageSampler(self.elastix_name, grid, mask, view.get("NumberOfSpatialSamples"),
-                                    view.values("SampleGridSpacing") or [2], generator, device, dtype)
+                                    self.grid_spacing(view, grid.dim), generator, device, dtype)
         self.new_samples = False
         self.required_ratio = view.get("RequiredRatioOfValidSamples") if view.get("CheckNumberOfSamples") else 0.0
         self.attempts = view.get("MaximumNumberOfSamplingAttempts")
+
+    def grid_spacing(self, view, dim: int) -> list[int]:
+        return [2]
 
     def sample(self) -> torch.Tensor:
         return self.sampler.sample()
@@ -110,8 +113,18 @@ class FullSampler(Sampler):
 
 class GridSampler(Sampler):
     elastix_name = "Grid"
-    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, or one per dimension)",
-                               multi=True, minimum=1),)
+    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, one per dimension, "
+                               "or one per dimension for each level)", multi=True, minimum=1),)
+
+    def grid_spacing(self, view, dim: int) -> list[int]:
+        """elastix reads entry level * D + d; one value or one per dimension serve every level."""
+        values = view.values("SampleGridSpacing") or [2]
+        if len(values) in (1, dim):
+            return values
+        if len(values) % dim == 0 and len(values) >= (view.level + 1) * dim:
+            return values[view.level * dim:(view.level + 1) * dim]
+        raise ParameterError(f"{view.source + ': ' if view.source else ''}(SampleGridSpacing {' '.join(map(str, values))}): "
+                             f"give 1, {dim} (one per dimension) or {dim} per resolution level")
 
 
 class RandomSampler(Sampler):
