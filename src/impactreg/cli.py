@@ -55,6 +55,34 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
     _add_common(rg)
 
+    bt = commands.add_parser("batch", help="register a cohort (a CSV of pairs) on Dask, resumable, with a report",
+                             description="Register every pair of COHORT.csv (columns id,fixed,moving and optionally "
+                                         "fixed_mask, moving_mask, fixed_points, moving_points, fixed_labels, "
+                                         "moving_labels, initial_transform, and parameter-map keys as per-row "
+                                         "overrides) into DIR/<id>/ as `register` does; finished pairs are skipped "
+                                         "on a rerun; DIR/summary.csv, .json and .html report every pair. Exit code "
+                                         "0 when every pair succeeded, 1 when some failed, 2 on bad input.")
+    bt.add_argument("cohort", metavar="COHORT.csv")
+    bt.add_argument("-out", dest="out", required=True, metavar="DIR", help="output folder (one sub-folder per pair)")
+    bt.add_argument("-p", dest="maps", action="append", metavar="MAP", help="elastix parameter map; repeat for stages")
+    bt.add_argument("--preset", metavar="NAME", help="a shipped preset instead of -p")
+    bt.add_argument("--workers", type=int, metavar="N", help="local Dask workers (default: cores / threads per worker)")
+    bt.add_argument("--threads-per-worker", type=int, metavar="T", help="CPU threads per pair (default 1)")
+    bt.add_argument("--scheduler", metavar="ADDRESS", help="an existing Dask scheduler, e.g. tcp://host:8786")
+    bt.add_argument("--cluster", choices=("slurm", "pbs", "sge"), help="submit workers as batch jobs (dask-jobqueue)")
+    bt.add_argument("--jobs", type=int, default=1, metavar="N", help="--cluster: number of worker jobs")
+    bt.add_argument("--job-memory", default="8GB", metavar="SIZE", help="--cluster: memory per job (default 8GB)")
+    bt.add_argument("--walltime", default="01:00:00", metavar="HH:MM:SS", help="--cluster: walltime per job")
+    bt.add_argument("--queue", metavar="NAME", help="--cluster: queue / partition")
+    bt.add_argument("--account", metavar="NAME", help="--cluster: account / project to charge")
+    bt.add_argument("--job-directive", action="append", default=[], metavar="TEXT",
+                    help="--cluster: an extra scheduler directive, e.g. --job-directive=--gres=gpu:1 (repeatable)")
+    bt.add_argument("--job-script", action="store_true", help="--cluster: print one worker job's script and exit")
+    bt.add_argument("--seed", type=int, help="random seed for every pair (overrides RandomSeed)")
+    bt.add_argument("--memory-limit", metavar="SIZE", help="memory for batched and tiled work per pair, e.g. 4G")
+    bt.add_argument("--no-qc", dest="qc", action="store_false", help="skip the per-pair QC pictures")
+    _add_common(bt)
+
     mo = commands.add_parser("models", help="known feature models and the local model cache",
                              description="The catalogue of known feature models (dimension, channels, layers with "
                                          "channels/stride/receptive field, normalisation) and what is in the cache.")
@@ -164,6 +192,32 @@ def _run_register(args) -> int:
     return 0
 
 
+def _run_batch(args) -> int:
+    from .cohort import JobQueueSettings, job_script, run_cohort
+    from .cohort.cluster import default_layout
+
+    jobqueue = None
+    if args.cluster:
+        _, threads = default_layout(args.workers, args.threads_per_worker)
+        jobqueue = JobQueueSettings(args.cluster, args.jobs, threads, args.job_memory, args.walltime, args.queue,
+                                    args.account, args.job_directive)
+        if args.job_script:
+            print(job_script(jobqueue))
+            return 0
+    elif args.job_script:
+        raise ImpactRegError("--job-script needs --cluster slurm|pbs|sge")
+    result = run_cohort(args.cohort, args.out, args.maps, args.preset, workers=args.workers,
+                        threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, jobqueue=jobqueue,
+                        device=args.device, seed=args.seed, memory_limit=args.memory_limit, qc=args.qc,
+                        progress=not args.quiet and sys.stderr.isatty())
+    if not args.quiet:
+        ok = len(result.records) - len(result.failed)
+        print(f"{ok} of {len(result.records)} pairs registered; report in {result.summary[-1]}")
+        for record in result.failed:
+            print(f"  {record['id']}: {record.get('error') or record.get('status')}")
+    return 1 if result.failed else 0
+
+
 def _run_evaluate(args) -> int:
     from pathlib import Path
 
@@ -265,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     log.propagate = False
     handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
                 "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate,
-                "qc": _run_qc}
+                "qc": _run_qc, "batch": _run_batch}
     try:
         with terminate_raises():
             return handlers[args.command](args)
