@@ -31,6 +31,7 @@ from cases import DATA, DEFAULT_SUITE, SUITE_CASES  # noqa: E402
 from common import (DEFAULT, QUICK, RESULTS, VOXELS, Settings, agreement, engine_transform,  # noqa: E402
                     impact_configs, machine, mi_maps, mi_stages, score, warm_up, workdir, write_maps)
 
+from impactreg.presets import preset_maps  # noqa: E402
 from impactreg.transforms import TranslationTransform  # noqa: E402
 
 
@@ -40,6 +41,7 @@ class Method:
     engine: str  # "elastix" or "impactreg"
     impact: str | None = None  # a configuration of common.impact_configs()
     dimensions: tuple[int, ...] = (2, 3)
+    dense: str | None = None  # a dense preset whose dense stage replaces the B-spline stage
 
     @property
     def jacobian(self) -> bool:
@@ -53,6 +55,8 @@ METHODS = {
     "mind-jacobian": Method("impactreg IMPACT MIND Jacobian", "impactreg", "mind-jacobian"),
     "m730-jacobian": Method("impactreg IMPACT M730 layer 1 Jacobian", "impactreg", "m730-jacobian", (3,)),  # a 3D model
     "m730-static": Method("impactreg IMPACT M730 layer 1 Static", "impactreg", "m730-static", (3,)),
+    "dense-mind": Method("impactreg dense MIND (ConvexAdam)", "impactreg", dimensions=(3,), dense="dense-mind"),
+    "dense-mr-ct": Method("impactreg dense MR/CT (ConvexAdam)", "impactreg", dimensions=(3,), dense="dense-mr-ct"),
 }
 DEFAULT_METHODS = ["elastix-mi", "impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian"]
 REFERENCE = "elastix-mi"
@@ -80,6 +84,8 @@ def impact_stage(final_mi_stage: dict, config: str, iterations: int, samples: in
 
 def method_stages(case, method: Method, settings: Settings) -> list[dict]:
     stages = mi_stages(case, settings)
+    if method.dense is not None:  # the MI linear stage, then the preset's dense stage
+        return stages[:-1] + [dict(preset_maps(method.dense)[-1].raw, **case.map_overrides)]
     if method.impact is None:
         return stages
     iterations = settings.jacobian_iterations if method.jacobian else settings.iterations
@@ -93,7 +99,7 @@ def run_method(case, key: str, settings: Settings, work: Path):
     """(row, transform) for one method on one case; a failure is a row, not an exception."""
     method = METHODS[key]
     row = {"case": case.name, "method": method.label, "key": key}
-    if case.fixed.dim not in method.dimensions:
+    if case.fixed.dim not in method.dimensions or method.dense and not case.deformable:
         return dict(row, status="n/a"), None
     folder = work / key
     folder.mkdir()

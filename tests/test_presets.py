@@ -15,7 +15,7 @@ def test_every_preset_loads_and_validates(name):
     for pm in maps:
         levels = pm.get("NumberOfResolutions")
         pm.check_levels(levels)
-        assert pm.get("Transform") in ("EulerTransform", "AffineTransform", "BSplineTransform")
+        assert pm.get("Transform") in ("EulerTransform", "AffineTransform", "BSplineTransform", "DeformationFieldTransform")
         if "Impact" in pm.get("Metric"):
             for level in range(levels):
                 config = impact_level(pm, level, 3, torch.device("cpu"))

@@ -2,6 +2,7 @@
 map to classes. Adding a component means one class and one line here."""
 from __future__ import annotations
 
+from .dense.components import ConvexAdam, DenseRegistration
 from .engine.kinds import MultiMetricMultiResolutionRegistration, MultiResolutionRegistration
 from .errors import ParameterError
 from .interpolators import (BSplineInterpolator, FinalBSplineInterpolator, FinalLinearInterpolator,
@@ -14,7 +15,8 @@ from .optimizers import Adam, AdaptiveStochasticGradientDescent, RegularStepGrad
 from .pyramid import GenericImagePyramid, RecursiveImagePyramid, ShrinkingImagePyramid, SmoothingImagePyramid
 from .resampler import DefaultResampler
 from .sampling import FullSampler, GridSampler, RandomCoordinateSampler, RandomSampler
-from .transforms.components import (AffineTransformComponent, BSplineTransformComponent, EulerTransformComponent,
+from .transforms.components import (AffineTransformComponent, BSplineTransformComponent,
+                                    DeformationFieldTransformComponent, EulerTransformComponent,
                                     SimilarityTransformComponent, TranslationTransformComponent)
 
 _PYRAMIDS = {"Smoothing": SmoothingImagePyramid, "Recursive": RecursiveImagePyramid, "Shrinking": ShrinkingImagePyramid,
@@ -25,6 +27,7 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
     "Registration": ({
         "MultiResolutionRegistration": MultiResolutionRegistration,
         "MultiMetricMultiResolutionRegistration": MultiMetricMultiResolutionRegistration,
+        "DenseRegistration": DenseRegistration,
     }, "MultiResolutionRegistration", "how metrics and levels are combined"),
     "Transform": ({
         "TranslationTransform": TranslationTransformComponent,
@@ -33,6 +36,7 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
         "AffineTransform": AffineTransformComponent,
         "BSplineTransform": BSplineTransformComponent,
         "RecursiveBSplineTransform": BSplineTransformComponent,
+        "DeformationFieldTransform": DeformationFieldTransformComponent,
     }, None, "the transform to optimise"),
     "Metric": ({
         "AdvancedMeanSquares": MeanSquares,
@@ -47,6 +51,7 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
         "StandardGradientDescent": StandardGradientDescent,
         "RegularStepGradientDescent": RegularStepGradientDescent,
         "Adam": Adam,
+        "ConvexAdam": ConvexAdam,
     }, "AdaptiveStochasticGradientDescent", "the optimiser"),
     "ImageSampler": ({
         "Full": FullSampler,

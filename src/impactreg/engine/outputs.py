@@ -15,7 +15,7 @@ from ..files import atomic_write_text, new_folder
 from ..image import Image
 from ..signals import signals_deferred
 from ..transforms import CombinationTransform
-from ..transforms.elastix_files import read_transform_file, write_transform_file
+from ..transforms.elastix_files import field_file_name, read_transform_file, write_transform_file
 
 log = logging.getLogger("impactreg")
 
@@ -152,6 +152,8 @@ def registration_output_names(maps) -> list[str]:
     names = [LOG_NAME]
     for i, pm in enumerate(maps):
         names.append(f"TransformParameters.{i}.txt")
+        if pm.get("Transform") == "DeformationFieldTransform":
+            names.append(field_file_name(names[-1], pm.get("ResultImageFormat")))
         if pm.get("WriteResultImage"):
             names.append(f"result.{i}.{pm.get('ResultImageFormat')}")
         if pm.get("WriteIterationInfo"):
@@ -203,8 +205,11 @@ class OutputFolder(StagedFolder):
         resample_keys = {k: pm.raw[k] for k in _RESAMPLE_KEYS if k in pm}
         name = f"TransformParameters.{i}.txt"
         write_transform_file(self.path(name), current, fixed.grid, previous_file, pm.get("HowToCombineTransforms"),
-                             resample_keys)
+                             resample_keys, final_path=self.out / name)
         self.files[name] = self.path(name)
+        if pm.get("Transform") == "DeformationFieldTransform":
+            field_name = field_file_name(name, pm.get("ResultImageFormat"))
+            self.files[field_name] = self.path(field_name)
         order = components.resample_interpolator.order(pm)
         result = components.resampler.write(pm, moving, transform, fixed, order, self.staging, i)
         if result is not None:

@@ -207,6 +207,9 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         if key in pm and pm.get(key) != image.dim:
             raise ParameterError(f"({key} {pm.get(key)}) but the image is {image.dim}D")
     components = build_stage(pm)
+    if getattr(components.registration, "dense", False):  # the dense engine runs the whole stage
+        from ..dense.stage import run_dense_stage
+        return run_dense_stage(index, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows), components
     components.fixed_pyramid.build(fixed, pm, levels)
     components.moving_pyramid.build(moving, pm, levels)
     dim = fixed.dim

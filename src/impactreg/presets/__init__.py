@@ -16,6 +16,10 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
                        ["affine.txt", "impact_ct_cbct.txt"]),
     "impact-mr-ct": ("affine MI then B-spline with IMPACT MIND Static, cubic feature maps: MR/CT",
                      ["affine.txt", "impact_mr_ct.txt"]),
+    "dense-mind": ("affine MI then the dense engine on MIND (coupled-convex search + Adam on a field, ConvexAdam's "
+                   "recipe): writes a DeformationFieldTransform, needs no weights", ["affine.txt", "dense_mind.txt"]),
+    "dense-mr-ct": ("affine MI then the dense engine on wider-radius MIND at 3 mm, diffeomorphic field: MR/CT",
+                    ["affine.txt", "dense_mr_ct.txt"]),
 }
 DEFAULT = "impact-mind"
 

@@ -206,3 +206,21 @@ def _upsample(old: BSplineTransform, new_grid: Grid) -> BSplineTransform:
     values = disp.T.reshape(old.dim, *new_grid.shape)
     coef = bspline_coefficients(values, old.order) if old.order >= 2 else values
     return BSplineTransform(new_grid, old.order, coef.reshape(-1))
+
+
+class DeformationFieldTransformComponent(TransformComponent):
+    """elastix's DeformationFieldTransform: a dense displacement field (mm, fixed -> moving) on a grid of
+    its own. elastix cannot optimise it; in impactreg the dense engine ((Registration "DenseRegistration"))
+    does, and writes it with its field image as elastix would."""
+
+    elastix_name = "DeformationFieldTransform"
+    keys = _COMMON_KEYS[:1] + (
+        Key("DeformationFieldInterpolationOrder", "int", 1, "interpolation of the written field: 0 nearest, 1 linear",
+            ("0", "1")),
+        Key("DeformationFieldSpacing", "float", None, "spacing in mm of the field's grid (one or one per dimension; "
+            "default: the dense engine's feature voxel size)", multi=True, minimum=0, exclusive_minimum=True),
+    )
+
+    def begin_level(self, view) -> Transform:
+        raise ParameterError("(Transform \"DeformationFieldTransform\") is optimised by the dense engine only; "
+                             "set (Registration \"DenseRegistration\") and (Optimizer \"ConvexAdam\")")

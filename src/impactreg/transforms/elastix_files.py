@@ -18,11 +18,13 @@ from ..components import REGISTRIES
 from ..errors import TransformFileError
 from ..files import atomic_write_text
 from ..geometry import Grid
+from ..image import Image, read_image, write_image
 from ..parameters.parse import RawParameters, format_parameter_map, parse_parameter_text
 from ..parameters.schema import lookup
 from .base import Transform
 from .bspline import BSplineTransform
 from .combination import COMBINATIONS, CombinationTransform
+from .deformation_field import FIELD_ORDERS, DeformationFieldTransform
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
 
 NO_INITIAL = "NoInitialTransform"
@@ -52,8 +54,16 @@ class TransformFile:
 
     @property
     def chain(self) -> list[Path]:
-        """This file and the files of its initial transforms, outermost first."""
-        return [self.path] + (self.initial.chain if self.initial is not None else [])
+        """This file, its displacement-field image if any, and the files of its initial transforms, outermost first."""
+        field_file = [self.field_path] if self.field_path is not None else []
+        return [self.path] + field_file + (self.initial.chain if self.initial is not None else [])
+
+    @property
+    def field_path(self) -> Path | None:
+        """The DeformationFieldFileName image of a DeformationFieldTransform file, resolved; else None."""
+        if self.keys.text("Transform") != DeformationFieldTransform.elastix_name:
+            return None
+        return _resolve_relative(self.path, self.keys.text("DeformationFieldFileName"), "DeformationFieldFileName")
 
     @property
     def interpolation_order(self) -> int:
@@ -130,6 +140,12 @@ def _read(path: Path, depth: int) -> TransformFile:
 
 
 def _resolve_initial(path: Path, name: str) -> Path:
+    return _resolve_relative(path, name, "InitialTransformParameterFileName")
+
+
+def _resolve_relative(path: Path, name: str, key: str) -> Path:
+    """A file a transform file names: as written (absolute, or relative to the transform file's folder or
+    the working folder), or, when absolute and missing, by its name next to the transform file."""
     candidate = Path(name)
     options = [candidate] if candidate.is_absolute() else [path.parent / candidate, Path.cwd() / candidate]
     if candidate.is_absolute():
@@ -137,8 +153,7 @@ def _resolve_initial(path: Path, name: str) -> Path:
     for option in options:
         if option.is_file():
             return option
-    raise TransformFileError(f"{path}: its InitialTransformParameterFileName {name!r} does not exist; "
-                             f"put that file next to it or fix the path")
+    raise TransformFileError(f"{path}: its {key} {name!r} does not exist; put that file next to it or fix the path")
 
 
 class ElastixKeys:
@@ -213,6 +228,8 @@ def _transform_from(keys: ElastixKeys) -> Transform:
     if name not in names:
         raise TransformFileError(f"{keys.path}: Transform {name!r} is not supported; impactreg reads {', '.join(names)}")
     dim = keys.dimension()
+    if name == DeformationFieldTransform.elastix_name:
+        return _field_transform(keys, dim)
     params = keys.numbers("TransformParameters")
     declared = keys.numbers("NumberOfParameters", 1, default=[params.size])[0]
     if declared != params.size:
@@ -255,12 +272,31 @@ def _transform_from(keys: ElastixKeys) -> Transform:
     return AffineTransform(dim, params_t, center)
 
 
+def _field_transform(keys: ElastixKeys, dim: int) -> DeformationFieldTransform:
+    order = keys.numbers("DeformationFieldInterpolationOrder", 1, default=[0])[0]
+    if order not in FIELD_ORDERS:
+        raise TransformFileError(f"{keys.path}: DeformationFieldInterpolationOrder {order:g} is not 0 or 1")
+    path = _resolve_relative(keys.path, keys.text("DeformationFieldFileName"), "DeformationFieldFileName")
+    try:
+        field_image = read_image(path)
+    except Exception as exc:  # an ImpactRegError from reading: name the transform file too
+        raise TransformFileError(f"{keys.path}: its DeformationFieldFileName: {exc}") from None
+    if field_image.dim != dim or field_image.channels != dim:
+        raise TransformFileError(f"{keys.path}: the displacement field {path} is a {field_image.dim}D image of "
+                                 f"{field_image.channels} component(s); a {dim}D transform needs {dim} components")
+    if not keys.use_direction():
+        g = field_image.grid
+        field_image = Image(field_image.data, Grid(g.size, g.spacing, g.origin, np.eye(dim)))
+    return DeformationFieldTransform(field_image, int(order))
+
+
 # Writing ------------------------------------------------------------------------------------
 
 def transform_parameter_map(transform: Transform, grid: Grid, initial_file: str | os.PathLike | None = None,
                             how: str = "Compose", resample: dict | None = None,
-                            pixel_type: str = "float") -> RawParameters:
-    """The keys elastix writes for one (non-combined) transform whose output grid is ``grid``."""
+                            pixel_type: str = "float", field_file: str | os.PathLike | None = None) -> RawParameters:
+    """The keys elastix writes for one (non-combined) transform whose output grid is ``grid``; a
+    DeformationFieldTransform names its field image ``field_file``."""
     if isinstance(transform, CombinationTransform):
         raise ValueError("write a CombinationTransform with write_transform_chain")
     dim = transform.dim
@@ -277,12 +313,17 @@ def transform_parameter_map(transform: Transform, grid: Grid, initial_file: str 
     params["InitialTransformParameterFileName"] = [str(initial_file) if initial_file else NO_INITIAL]
     params["MovingImageDimension"] = [dim]
     params["MovingInternalImagePixelType"] = ["float"]
-    params["NumberOfParameters"] = [transform.number_of_parameters]
+    params["NumberOfParameters"] = [0 if isinstance(transform, DeformationFieldTransform) else
+                                    transform.number_of_parameters]
     params["Origin"] = _floats(grid.origin)
     params["Size"] = list(grid.size)
     params["Spacing"] = _floats(grid.spacing)
     params["Transform"] = [transform.elastix_name]
-    params["TransformParameters"] = _floats(transform.parameters)
+    if isinstance(transform, DeformationFieldTransform):  # elastix writes no TransformParameters for it
+        params["DeformationFieldFileName"] = [str(field_file)]
+        params["DeformationFieldInterpolationOrder"] = [transform.order]
+    else:
+        params["TransformParameters"] = _floats(transform.parameters)
     params["UseDirectionCosines"] = ["true"]
     if isinstance(transform, BSplineTransform):
         g = transform.grid
@@ -313,11 +354,30 @@ def _floats(values) -> list[float]:
     return [float(v) for v in np.ravel(values)]
 
 
+def field_file_name(transform_file: str | os.PathLike, image_format: str = "mha") -> str:
+    """elastix's name for the field image of TransformParameters.<i>.txt: DeformationFieldImage.<i>.<format>."""
+    name = Path(transform_file).name
+    stem = name[len("TransformParameters"):-len(".txt")] if name.startswith("TransformParameters") and \
+        name.endswith(".txt") else "." + Path(name).stem
+    return f"DeformationFieldImage{stem}.{image_format.lstrip('.')}"
+
+
 def write_transform_file(path: str | os.PathLike, transform: Transform, grid: Grid,
                          initial_file: str | os.PathLike | None = None, how: str = "Compose",
-                         resample: dict | None = None) -> Path:
-    """Write one transform (not a chain) as an elastix TransformParameters file, atomically."""
-    params = transform_parameter_map(transform, grid, initial_file, how, resample)
+                         resample: dict | None = None, final_path: str | os.PathLike | None = None) -> Path:
+    """Write one transform (not a chain) as an elastix TransformParameters file, atomically.
+
+    A DeformationFieldTransform's field is written beside it (``field_file_name``) and named in the file
+    by its absolute path where the file will finally be (``final_path``, default ``path``), as elastix does.
+    """
+    field_file = None
+    if isinstance(transform, DeformationFieldTransform):
+        image_format = (resample or {}).get("ResultImageFormat", RESAMPLE_DEFAULTS["ResultImageFormat"])
+        image_format = str(image_format[0] if isinstance(image_format, (list, tuple)) else image_format)
+        name = field_file_name(path, image_format)
+        write_image(transform.field, Path(path).parent / name, "float32")
+        field_file = Path(final_path if final_path is not None else path).resolve().parent / name
+    params = transform_parameter_map(transform, grid, initial_file, how, resample, field_file=field_file)
     return atomic_write_text(path, format_parameter_map(params, _SECTIONS))
 
 

@@ -1,0 +1,80 @@
+"""The dense engine's features: both images' feature maps (IMPACT's Static feature-map code: MIND,
+TorchScript models, several models and layers, PCA), or the plain intensities, with the fixed maps on
+one fixed-space grid and where they are valid (inside the fixed mask).
+
+The interface stays narrow on purpose: ``dense_features`` gives ``FeaturePair``s (fixed map on the
+shared fixed grid, moving map on its own grid, the distance and weight that compare them).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..errors import ParameterError
+from ..compute.memory import MemoryBudget
+from ..features.extractor import image_stats, load_extractor
+from ..filters import resample_to_grid
+from ..geometry import Grid
+from ..image import Image
+from ..metrics.impact.config import impact_level
+from ..metrics.impact.features import check_layers_mask, image_feature_maps, principal_directions, project
+
+INTENSITY_METRICS = {"AdvancedMeanSquares": "L2"}
+FEATURE_METRIC = "Impact"
+
+
+@dataclass
+class FeaturePair:
+    fixed: torch.Tensor  # (C, [Z,] Y, X) on DenseFeatures.grid
+    moving: Image  # (C, ...) on the moving feature grid
+    distance: str  # a key of metrics.distances.DISTANCES
+    weight: float
+
+
+@dataclass
+class DenseFeatures:
+    grid: Grid  # the fixed feature grid every fixed map lies on
+    pairs: list[FeaturePair]
+    fixed_valid: torch.Tensor  # bool ([Z,] Y, X) on ``grid``: inside the fixed image and mask
+    moving_mask: Image | None  # the moving mask (samples outside it do not count)
+
+
+def dense_features(pm, metric: str, fixed: Image, moving: Image, fixed_mask: Image | None, moving_mask: Image | None,
+                   device: torch.device, base=None, memory=None) -> DenseFeatures:
+    """Feature maps of both images for the dense engine (IMPACT settings of level 0), or intensities."""
+    if metric == FEATURE_METRIC:
+        pairs = _impact_pairs(pm, fixed, moving, device, base, memory)
+    elif metric in INTENSITY_METRICS:
+        pairs = [FeaturePair(fixed.data.to(torch.float32), moving.to(dtype=torch.float32), INTENSITY_METRICS[metric], 1.0)]
+    else:
+        raise ParameterError(f"(Metric \"{metric}\") is not one the dense engine uses; use \"Impact\" (feature maps) "
+                             f"or {', '.join(repr(m) for m in INTENSITY_METRICS)} (intensities)")
+    grid = fixed.grid if metric != FEATURE_METRIC else pairs[0].fixed.grid
+    out = []
+    for pair in pairs:
+        fixed_map = pair.fixed if isinstance(pair.fixed, torch.Tensor) else resample_to_grid(pair.fixed, grid).data
+        out.append(FeaturePair(fixed_map.to(torch.float32), pair.moving, pair.distance, pair.weight))
+    valid = torch.ones(grid.shape, dtype=torch.bool)
+    if fixed_mask is not None:
+        valid = resample_to_grid(fixed_mask, grid, order=0).data[0] > 0
+    return DenseFeatures(grid, out, valid, moving_mask)
+
+
+def _impact_pairs(pm, fixed: Image, moving: Image, device, base, memory) -> list[FeaturePair]:
+    config = impact_level(pm, 0, fixed.dim, torch.device(device))
+    memory = MemoryBudget.resolve(memory).on(config.device)
+    fixed_stats, moving_stats = image_stats(fixed.data), image_stats(moving.data)
+    pairs = []
+    for k, (fs, ms) in enumerate(zip(config.fixed, config.moving)):
+        fmodel = load_extractor(fs.path, fs.dimension, fs.channels, fs.normalization, config.device, base)
+        mmodel = fmodel if ms == fs else load_extractor(ms.path, ms.dimension, ms.channels, ms.normalization,
+                                                        config.device, base)
+        _, fixed_maps = image_feature_maps(fmodel, fixed, fs, fixed_stats.to(config.device), config.device, memory)
+        _, moving_maps = image_feature_maps(mmodel, moving, ms, moving_stats.to(config.device), config.device, memory)
+        check_layers_mask(fmodel, fs, None)
+        for f_map, m_map, weight in zip(fixed_maps, moving_maps, config.layer_weights[k]):
+            projection = principal_directions(f_map, config.pca[k])
+            f_map, m_map = project(f_map, projection), project(m_map, projection)
+            pairs.append(FeaturePair(f_map.to("cpu"), m_map.to("cpu"), config.distances[k], weight))
+    return pairs
