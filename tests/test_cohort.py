@@ -179,3 +179,49 @@ def test_slurm_job_script(capsys):
                  "--threads-per-worker", "4", "--job-script"]) == 0
     pbs = capsys.readouterr().out
     assert "#PBS -q batch" in pbs and "ncpus=4" in pbs
+
+
+BSPLINE = ('(Transform "BSplineTransform")\n(Metric "AdvancedMattesMutualInformation")\n(NumberOfResolutions 1)\n'
+           '(FinalGridSpacingInPhysicalUnits 10)\n(MaximumNumberOfIterations 30)\n(NumberOfSpatialSamples 300)\n')
+
+
+def test_ensemble_mean_field_and_uncertainty(tmp_path):
+    from impactreg.ensemble import register_ensemble
+    from impactreg.image import read_image
+    from impactreg.transforms.elastix_files import read_transform_file
+    from impactreg.warp import deformation_field
+
+    write_image(blob(), tmp_path / "f.mha")
+    write_image(blob((1.5, -1.0)), tmp_path / "m.mha")
+    out = tmp_path / "out"
+    result = register_ensemble(tmp_path / "f.mha", tmp_path / "m.mha", BSPLINE, 3, out_dir=out, seed=5)
+    grid = read_image(tmp_path / "f.mha").grid
+    fields = torch.stack([deformation_field(r.transform, grid).data.double() for r in result.members])
+    expected_mean = fields.mean(0)
+    expected_uncertainty = fields.std(0, unbiased=True).pow(2).sum(0).sqrt()
+    assert float(expected_uncertainty.max()) > 1e-3  # the seeds do give different members
+    back = read_transform_file(out / "TransformParameters.0.txt").transform
+    assert back.elastix_name == "DeformationFieldTransform"
+    written = deformation_field(back, grid).data.double()
+    assert torch.allclose(written, expected_mean, atol=1e-5)
+    uncertainty = read_image(out / "uncertainty.nii.gz").data[0].double()
+    assert torch.allclose(uncertainty, expected_uncertainty, atol=1e-5)
+    for i in range(3):
+        assert (out / f"member{i}" / "TransformParameters.0.txt").is_file()
+    assert (out / "result.0.nii.gz").is_file()
+
+
+def test_batch_ensemble_runs_members_as_tasks_and_resumes(tmp_path):
+    cohort, _ = make_cohort(tmp_path / "in", SHIFTS[:2])
+    (tmp_path / "in" / "bspline.txt").write_text(BSPLINE)
+    out = tmp_path / "out"
+    result = run_cohort(cohort, out, [tmp_path / "in" / "bspline.txt"], workers=2, ensemble=3, qc=False)
+    assert [r["status"] for r in result.records] == ["ok", "ok"]
+    for pid in ("p0", "p1"):
+        assert (out / pid / "uncertainty.nii.gz").is_file() and (out / pid / "member2" / "pair.json").is_file()
+        assert result.records[int(pid[1])]["uncertainty_mean"] > 0
+    member = out / "p0" / "member1" / "TransformParameters.0.txt"
+    stamp = member.stat().st_mtime_ns
+    (out / "p0" / "pair.json").unlink()  # the combination was interrupted: members are reused
+    result = run_cohort(cohort, out, [tmp_path / "in" / "bspline.txt"], workers=2, ensemble=3, qc=False)
+    assert [r["status"] for r in result.records] == ["ok", "ok"] and member.stat().st_mtime_ns == stamp

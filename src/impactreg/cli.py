@@ -53,6 +53,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--memory-limit", metavar="SIZE",
                     help="memory for batched and tiled work, e.g. 4G or 800M (default: half of the free memory)")
     rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
+    rg.add_argument("--ensemble", type=int, metavar="K",
+                    help="K registrations with seeds seed..seed+K-1 (in -out/member<i>/); writes their mean field "
+                         "(TransformParameters.0.txt, a DeformationFieldTransform) and uncertainty.nii.gz")
     _add_common(rg)
 
     bt = commands.add_parser("batch", help="register a cohort (a CSV of pairs) on Dask, resumable, with a report",
@@ -81,6 +84,9 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--seed", type=int, help="random seed for every pair (overrides RandomSeed)")
     bt.add_argument("--memory-limit", metavar="SIZE", help="memory for batched and tiled work per pair, e.g. 4G")
     bt.add_argument("--no-qc", dest="qc", action="store_false", help="skip the per-pair QC pictures")
+    bt.add_argument("--ensemble", type=int, default=1, metavar="K",
+                    help="K registrations per pair (seeds seed..seed+K-1, run as separate tasks): the mean field "
+                         "is the result, uncertainty.nii.gz its spread")
     _add_common(bt)
 
     mo = commands.add_parser("models", help="known feature models and the local model cache",
@@ -168,10 +174,11 @@ def _run_register(args) -> int:
         from .engine.outputs import input_files, refuse_replacing_inputs
 
         refuse_replacing_inputs(args.out, ("qc.png", "qc.html"), input_files(inputs))
-    result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
-                      initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
-                      threads=args.threads, progress=progress,
-                      memory_limit=args.memory_limit)
+    options = dict(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask, initial_transform=args.initial,
+                   device=args.device, threads=args.threads, progress=progress, memory_limit=args.memory_limit)
+    if args.ensemble is not None:
+        return _run_ensemble(args, maps, options)
+    result = register(args.fixed, args.moving, maps, out_dir=args.out, seed=args.seed, **options)
     if args.qc:
         from .image import read_image
         from .qc import write_qc
@@ -192,6 +199,21 @@ def _run_register(args) -> int:
     return 0
 
 
+def _run_ensemble(args, maps, options) -> int:
+    from .ensemble import register_ensemble
+
+    if args.qc:
+        raise ImpactRegError("--qc with --ensemble: run `impactreg qc -tp OUT/TransformParameters.0.txt` afterwards")
+    result = register_ensemble(args.fixed, args.moving, maps, args.ensemble, out_dir=args.out, seed=args.seed, **options)
+    if not args.quiet:
+        u = result.fields.uncertainty.data
+        print(f"ensemble of {args.ensemble}: uncertainty mean {float(u.mean()):.3f} mm, max {float(u.max()):.3f} mm; "
+              f"outputs in {args.out}")
+        for path in result.outputs.values():
+            print(f"  {path}")
+    return 0
+
+
 def _run_batch(args) -> int:
     from .cohort import JobQueueSettings, job_script, run_cohort
     from .cohort.cluster import default_layout
@@ -208,7 +230,7 @@ def _run_batch(args) -> int:
         raise ImpactRegError("--job-script needs --cluster slurm|pbs|sge")
     result = run_cohort(args.cohort, args.out, args.maps, args.preset, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, jobqueue=jobqueue,
-                        device=args.device, seed=args.seed, memory_limit=args.memory_limit, qc=args.qc,
+                        device=args.device, seed=args.seed, memory_limit=args.memory_limit, qc=args.qc, ensemble=args.ensemble,
                         progress=not args.quiet and sys.stderr.isatty())
     if not args.quiet:
         ok = len(result.records) - len(result.failed)

@@ -11,9 +11,10 @@ import os
 import shutil
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..ensemble import ensemble_fields, member_folder, write_ensemble
 from ..errors import ImpactRegError
 from ..files import atomic_write_text
 from .table import CohortPair
@@ -35,10 +36,16 @@ class PairJob:
     threads: int | None = None
     memory_limit: str | None = None
     qc: bool = True
+    ensemble: int = 1           # members of the pair's ensemble (1: a plain registration)
+    member: int | None = None   # this job registers member ``member`` of the ensemble (seed + member)
 
     @property
     def folder(self) -> Path:
-        return self.out_dir / self.pair.id
+        pair_folder = self.out_dir / self.pair.id
+        return pair_folder if self.member is None else member_folder(pair_folder, self.member)
+
+    def members(self) -> list["PairJob"]:
+        return [replace(self, member=i, qc=False) for i in range(self.ensemble)]
 
 
 def stage_maps(job: PairJob) -> list:
@@ -65,7 +72,8 @@ def _file_identity(path: Path | None) -> list | None:
 def signature(job: PairJob) -> str:
     """A digest of what determines the pair's result: its files (path, size, time), maps, overrides, seed."""
     content = {"files": [(name, _file_identity(p)) for name, p in job.pair.files], "maps": list(job.map_texts),
-               "overrides": [list(o) for o in job.pair.overrides], "seed": job.seed}
+               "overrides": [list(o) for o in job.pair.overrides], "seed": job.seed, "ensemble": job.ensemble,
+               "member": job.member}
     return hashlib.sha256(json.dumps(content, sort_keys=True, default=list).encode()).hexdigest()[:16]
 
 
@@ -91,6 +99,17 @@ def _worker_name() -> str:
         return str(get_worker().name)
     except (ImportError, ValueError):
         return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def _peak_memory_mb() -> float | None:
+    """This worker process's peak resident memory so far (Linux), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return None
 
 
 def _clear_partial_outputs(folder: Path) -> None:
@@ -119,15 +138,30 @@ def _refuse_foreign_results(job: PairJob) -> None:
 
 
 def run_pair(job: PairJob) -> dict:
-    """Register, evaluate and draw one pair; never raises for the pair's own problems: the record's
-    ``status`` is "ok" or "failed" with the one-line ``error``."""
+    """Register, evaluate and draw one pair (or register one ensemble member); never raises for the
+    pair's own problems: the record's ``status`` is "ok" or "failed" with the one-line ``error``."""
+    return _recorded(job, _register_and_measure)
+
+
+def finish_ensemble(job: PairJob, member_records: list[dict]) -> dict:
+    """The ensemble of a pair from its members' registrations: mean field, uncertainty, evaluation, QC."""
+    failed = next((r for r in member_records if r.get("status") != "ok"), None)
+    if failed is not None:
+        return {"id": job.pair.id, "status": "failed", "folder": str(job.folder), "worker": failed.get("worker", ""),
+                "error": f"ensemble member {Path(failed['folder']).name}: {failed.get('error', 'failed')}"}
+    record = _recorded(job, lambda j: _combine_and_measure(j, member_records))
+    record["seconds"] += sum(r.get("seconds", 0.0) for r in member_records)
+    return record
+
+
+def _recorded(job: PairJob, work) -> dict:
     start = time.perf_counter()
     record = {"id": job.pair.id, "status": "failed", "error": "", "worker": _worker_name(),
               "folder": str(job.folder), "signature": signature(job)}
     try:
         _refuse_foreign_results(job)
         _clear_partial_outputs(job.folder)
-        record.update(_register_and_measure(job))
+        record.update(work(job))
         record["status"] = "ok"
     except ImpactRegError as exc:
         record["error"] = str(exc)
@@ -137,6 +171,7 @@ def run_pair(job: PairJob) -> dict:
     except Exception as exc:  # a bug must not stop the other pairs; its record names it
         record["error"] = f"internal error {type(exc).__name__}: {exc} (please report it)"
     record["seconds"] = time.perf_counter() - start
+    record["worker_peak_mb"] = _peak_memory_mb()
     if job.folder.is_dir():
         atomic_write_text(job.folder / RECORD, json.dumps(record, indent=2) + "\n")
     return record
@@ -144,25 +179,50 @@ def run_pair(job: PairJob) -> dict:
 
 def _register_and_measure(job: PairJob) -> dict:
     from ..engine.registration import register
+
+    pair = job.pair
+    seed = job.seed if job.member is None else job.seed + job.member
+    result = register(pair.file("fixed"), pair.file("moving"), stage_maps(job), fixed_mask=pair.file("fixed_mask"),
+                      moving_mask=pair.file("moving_mask"), initial_transform=pair.file("initial_transform"),
+                      out_dir=job.folder, device=job.device, seed=seed, threads=job.threads,
+                      memory_limit=job.memory_limit)
+    last = job.folder / f"TransformParameters.{len(result.stages) - 1}.txt"
+    measures = {"registration_seconds": result.seconds, "transform_file": str(last)}
+    if job.member is None:
+        measures.update(_measure(job, last, result.transform, result.seconds))
+    return measures
+
+
+def _combine_and_measure(job: PairJob, member_records: list[dict]) -> dict:
+    from ..image import read_image
+    from ..transforms.elastix_files import read_transform_file
+
+    fixed = read_image(job.pair.file("fixed"))
+    transforms = [read_transform_file(r["transform_file"]).transform for r in member_records]
+    fields = ensemble_fields(transforms, fixed.grid, job.device)
+    inputs = {f"member {i} transform": r["transform_file"] for i, r in enumerate(member_records)}
+    inputs.update((name, path) for name, path in job.pair.files if path is not None)
+    outputs = write_ensemble(job.folder, fields, read_image(job.pair.file("moving")).channel(0), inputs)
+    seconds = sum(r.get("registration_seconds", 0.0) for r in member_records)
+    measures = {"registration_seconds": seconds, "transform_file": str(outputs["TransformParameters.0.txt"]),
+                "uncertainty_mean": float(fields.uncertainty.data.mean())}
+    measures.update(_measure(job, outputs["TransformParameters.0.txt"], fields.transform, seconds))
+    return measures
+
+
+def _measure(job: PairJob, transform_file: Path, transform, seconds: float) -> dict:
+    """evaluation.json (TRE, Dice, HD95, folding) and the QC picture of the pair's final transform."""
     from ..evaluation import evaluate
 
     pair = job.pair
-    result = register(pair.file("fixed"), pair.file("moving"), stage_maps(job), fixed_mask=pair.file("fixed_mask"),
-                      moving_mask=pair.file("moving_mask"), initial_transform=pair.file("initial_transform"),
-                      out_dir=job.folder, device=job.device, seed=job.seed, threads=job.threads,
-                      memory_limit=job.memory_limit)
-    last = job.folder / f"TransformParameters.{len(result.stages) - 1}.txt"
-    summary = evaluate(last, pair.file("fixed_points"), pair.file("moving_points"), pair.file("fixed_labels"),
+    summary = evaluate(transform_file, pair.file("fixed_points"), pair.file("moving_points"), pair.file("fixed_labels"),
                        pair.file("moving_labels"), moving_image=pair.file("moving") if pair.file("moving_points") else None,
                        out_json=job.folder / "evaluation.json")
-    measures = _measures(summary)
-    measures["registration_seconds"] = result.seconds
     if job.qc:
         from ..image import read_image
         from ..qc import write_qc
 
         fixed, moving = read_image(pair.file("fixed")), read_image(pair.file("moving"))
-        write_qc(fixed.channel(0), moving.channel(0), result.transform, job.folder,
-                 {"registration time (s)": result.seconds}, inputs={"fixed image": pair.file("fixed"),
-                                                                     "moving image": pair.file("moving")})
-    return measures
+        write_qc(fixed.channel(0), moving.channel(0), transform, job.folder, {"registration time (s)": seconds},
+                 inputs={"fixed image": pair.file("fixed"), "moving image": pair.file("moving")})
+    return _measures(summary)

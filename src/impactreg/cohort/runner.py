@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..errors import InputError
 from .cluster import JobQueueSettings, default_layout, start_client
-from .pair import PairJob, finished_record, run_pair
+from .pair import PairJob, finish_ensemble, finished_record, run_pair
 from .report import measure_values, write_summary
 from .table import read_cohort
 
@@ -53,10 +53,17 @@ def _postfix(records: list[dict]) -> dict:
 def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str | None = None, *,
                workers: int | None = None, threads_per_worker: int | None = None, scheduler: str | None = None,
                jobqueue: JobQueueSettings | None = None, device: str = "cpu", seed: int | None = None,
-               memory_limit: str | None = None, qc: bool = True, progress: bool = False) -> CohortResult:
+               memory_limit: str | None = None, qc: bool = True, ensemble: int = 1,
+               progress: bool = False) -> CohortResult:
     """Register every pair of the cohort CSV into ``out_dir/<id>/``; returns every pair's record."""
     pairs = read_cohort(cohort)
     texts = _map_texts(maps, preset)
+    if ensemble != 1:
+        from ..engine.registration import resolve_seed
+        from ..ensemble import member_seeds
+        from ..parameters import ParameterMap
+
+        seed = member_seeds(resolve_seed([ParameterMap.from_text(t) for t in texts], seed), ensemble)[0]
     out = Path(out_dir).resolve()
     if out.exists() and not out.is_dir():
         raise InputError(f"{out_dir}: exists and is not a folder; give an output folder")
@@ -64,7 +71,7 @@ def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str |
     if jobqueue is not None:
         jobqueue.cores = threads
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [PairJob(p, out, texts, seed, device, threads, memory_limit, qc) for p in pairs]
+    jobs = [PairJob(p, out, texts, seed, device, threads, memory_limit, qc, ensemble) for p in pairs]
     records: dict[str, dict] = {}
     pending = []
     for job in jobs:
@@ -83,6 +90,17 @@ def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str |
     return CohortResult(ordered(), summary)
 
 
+def _submit(client, job: PairJob, resources):
+    """The pair's task; for an ensemble, its members' tasks (those not finished before) and the task that
+    combines them."""
+    if job.ensemble == 1:
+        return client.submit(run_pair, job, key=f"impactreg-pair-{job.pair.id}", pure=False, resources=resources)
+    members = [finished_record(m) or client.submit(run_pair, m, key=f"impactreg-pair-{job.pair.id}-member{m.member}",
+                                                   pure=False, resources=resources) for m in job.members()]
+    return client.submit(finish_ensemble, job, members, key=f"impactreg-pair-{job.pair.id}", pure=False,
+                         resources=resources)
+
+
 def _run(pending, records, ordered, out, workers, threads, scheduler, jobqueue, progress, total) -> list[Path]:
     from distributed import as_completed
     from tqdm import tqdm
@@ -92,8 +110,7 @@ def _run(pending, records, ordered, out, workers, threads, scheduler, jobqueue, 
     futures = {}
     try:
         for job in pending:
-            futures[client.submit(run_pair, job, key=f"impactreg-pair-{job.pair.id}", pure=False,
-                                  resources=resources)] = job
+            futures[_submit(client, job, resources)] = job
         for future in as_completed(futures):
             job = futures[future]
             try:

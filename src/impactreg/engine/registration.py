@@ -245,6 +245,12 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
     return StageResult(index, final, results, time.perf_counter() - start, pm), components
 
 
+def resolve_seed(maps, seed: int | None = None) -> int:
+    """The registration's random seed: ``seed``, else the first map's RandomSeed, else DEFAULT_SEED."""
+    return int(seed) if seed is not None else int(next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm),
+                                                       DEFAULT_SEED))
+
+
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
@@ -281,7 +287,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
         pm.check_levels(pm.get("NumberOfResolutions"))
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
-    seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
+    seed = resolve_seed(maps, seed)
     run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
