@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
     rg.add_argument("--memory-limit", metavar="SIZE",
                     help="memory for batched and tiled work, e.g. 4G or 800M (default: half of the free memory)")
+    rg.add_argument("--strict", action="store_true",
+                    help="refuse keys elastix would ignore (unknown keys, wrong values of unused components, "
+                         "per-level lists of another length) instead of warning")
     rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
     _add_common(rg)
 
@@ -143,7 +146,7 @@ def _run_register(args) -> int:
     result = register(args.fixed, args.moving, maps, fixed_mask=args.fixed_mask, moving_mask=args.moving_mask,
                       initial_transform=args.initial, out_dir=args.out, device=args.device, seed=args.seed,
                       threads=args.threads, progress=progress,
-                      memory_limit=args.memory_limit)
+                      memory_limit=args.memory_limit, strict=args.strict)
     if args.qc:
         from .image import read_image
         from .qc import write_qc

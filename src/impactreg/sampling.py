@@ -113,18 +113,15 @@ class FullSampler(Sampler):
 
 class GridSampler(Sampler):
     elastix_name = "Grid"
-    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, one per dimension, "
-                               "or one per dimension for each level)", multi=True, minimum=1),)
+    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels, one per dimension for "
+                               "each level (entry level x D + d; 2 where absent, as elastix)", multi=True, minimum=1),)
 
     def grid_spacing(self, view, dim: int) -> list[int]:
-        """elastix reads entry level * D + d; one value or one per dimension serve every level."""
-        values = view.values("SampleGridSpacing") or [2]
-        if len(values) in (1, dim):
-            return values
-        if len(values) % dim == 0 and len(values) >= (view.level + 1) * dim:
-            return values[view.level * dim:(view.level + 1) * dim]
-        raise ParameterError(f"{view.source + ': ' if view.source else ''}(SampleGridSpacing {' '.join(map(str, values))}): "
-                             f"give 1, {dim} (one per dimension) or {dim} per resolution level")
+        """elastix's reading: axis d of level l is entry l * D + d, and 2 where the list has no such entry
+        (so (SampleGridSpacing 4) is 4 2 2 at level 0 of a 3D image and 2 2 2 after, as in elastix)."""
+        values = view.values("SampleGridSpacing") or []
+        start = view.level * dim
+        return [values[start + d] if start + d < len(values) else 2 for d in range(dim)]
 
 
 class RandomSampler(Sampler):

@@ -202,7 +202,6 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                run: Run, rows: list) -> tuple[StageResult, StageComponents]:
     start = time.perf_counter()
     levels = pm.get("NumberOfResolutions")
-    pm.check_levels(levels)
     for key, image in (("FixedImageDimension", fixed), ("MovingImageDimension", moving)):
         if key in pm and pm.get(key) != image.dim:
             raise ParameterError(f"({key} {pm.get(key)}) but the image is {image.dim}D")
@@ -245,19 +244,23 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
-             progress=None, memory_limit: str | int | None = None) -> RegistrationResult:
+             progress=None, memory_limit: str | int | None = None, strict: bool = False) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with elastix parameter maps (paths, dicts or ParameterMaps).
 
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
     ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
+    Keys elastix would ignore (unknown ones, those of components a map does not use) are listed in one
+    warning line per map; ``strict=True`` makes them an error.
     """
     total_start = time.perf_counter()
     device = torch_device(device)
     use_threads(threads)
     budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
-    maps = load_parameter_maps(parameter_maps)
+    maps = load_parameter_maps(parameter_maps, strict)
+    for pm in maps:
+        pm.warn_ignored(strict)
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
@@ -274,8 +277,6 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
                 raise ImageError(f"the {what} is {mask.dim}D but its image is {image.dim}D")
             mask_tensor(mask, image.grid, what)
     initial = read_initial_transform(initial_transform, fixed_image.dim)
-    for pm in maps:
-        pm.check_levels(pm.get("NumberOfResolutions"))
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
