@@ -29,7 +29,7 @@ from ..sampling import exact_gradient_sampler
 from ..transforms import CombinationTransform, Transform
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
-from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform
+from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
 log = logging.getLogger("impactreg")
@@ -228,8 +228,9 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                                run.device, base, run.memory)
         for metric in components.metrics:
             metric.begin_level(context)
-        cost = Cost(components.metrics, components.registration.weights(view, len(components.metrics)),
-                    sampler.required_ratio)
+        count = len(components.metrics)
+        cost = Cost(components.metrics, components.registration.weights(view, count), sampler.required_ratio,
+                    components.registration.relative_weights(view, count))
         level = Level(view, context, sampler, cost, full)
         log.info("stage %d level %d: %d parameters, fixed %s", index, level_index, current.number_of_parameters,
                  fixed_l.grid.size)
@@ -290,11 +291,16 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     with OutputFolder(out_dir, maps, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
         for index, pm in enumerate(maps):
             rows: list[IterationInfo] = []
-            stage, components = _run_stage(index, pm, fixed_image, moving_image, fmask, mmask, current, run, rows)
+            images = (fixed_image, moving_image, fmask, mmask)
+            if not pm.get("UseDirectionCosines"):  # elastix registers the images as if their directions were identity
+                images = tuple(without_direction(image) for image in images)
+            stage, components = _run_stage(index, pm, *images, current, run, rows)
             stages.append(stage)
             current = stage.transform
             if folder is not None:
-                previous_file = folder.write_stage(stage, components, fixed_image, moving_image, previous_file, rows)
+                original = None if pm.get("UseDirectionCosines") else fixed_image.grid.direction
+                previous_file = folder.write_stage(stage, components, images[0], images[1], previous_file, rows,
+                                                   original)
         if folder is not None:
             log.info("registration finished in %.1f s", time.perf_counter() - total_start)
             outputs = folder.commit()

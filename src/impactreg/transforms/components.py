@@ -190,9 +190,8 @@ def _final_grid_spacing(pm, fixed_grid: Grid) -> np.ndarray:
     if physical is not None and voxels is not None:
         raise ParameterError("give FinalGridSpacingInPhysicalUnits or FinalGridSpacingInVoxels, not both")
     values, unit = (physical, 1.0) if physical is not None else (voxels or [16.0], fixed_grid.spacing)
-    if len(values) not in (1, dim):
-        raise ParameterError(f"FinalGridSpacing needs 1 or {dim} values, got {len(values)}")
-    spacing = np.broadcast_to(np.asarray(values, dtype=np.float64), (dim,)) * unit
+    # elastix reads entry d for axis d, else the first
+    spacing = np.array([values[d] if d < len(values) else values[0] for d in range(dim)], dtype=np.float64) * unit
     if np.any(spacing <= 0):
         raise ParameterError("the B-spline grid spacing must be positive")
     return spacing
