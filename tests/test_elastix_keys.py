@@ -305,3 +305,11 @@ def test_itk_transform_file_matches_elastixs_transformix_points(tmp_path):
     theirs = transformix_points(out / "TransformParameters.0.txt", points, tmp_path / "moving.mha", tmp_path / "tx")
     np.testing.assert_allclose(_sitk_points(sitk.ReadTransform(str(out / "TransformParameters.0.itk.txt")), points),
                                theirs, atol=1e-3)
+
+
+def test_a_cyclic_bspline_is_refused_in_one_line_and_ignored_elsewhere():
+    with pytest.raises(ParameterError, match=r"m.txt: \(UseCyclicTransform true\): only false is supported"):
+        ParameterMap({"Transform": "BSplineTransform", "Metric": "AdvancedMeanSquares", "UseCyclicTransform": "true"},
+                     "m.txt")
+    pm = ParameterMap({"Transform": "AffineTransform", "Metric": "AdvancedMeanSquares", "UseCyclicTransform": "true"})
+    assert "UseCyclicTransform" in pm.unused  # elastix reads it only for its B-spline transforms

@@ -261,7 +261,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
     maps = load_parameter_maps(parameter_maps, strict)
     for pm in maps:
-        pm.warn_ignored(strict)
+        if strict:
+            pm.warn_ignored(strict)  # refuses before any work
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
@@ -289,6 +290,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     inputs = {"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask,
               "initial transform": transform_file_chain(initial_transform), "parameter map": parameter_maps}
     with OutputFolder(out_dir, maps, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
+        for pm in maps if not strict else ():
+            pm.warn_ignored()  # also into impactreg.log
         for index, pm in enumerate(maps):
             rows: list[IterationInfo] = []
             images = (fixed_image, moving_image, fmask, mmask)
