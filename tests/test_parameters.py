@@ -21,7 +21,7 @@ def test_text_syntax_and_typed_access():
     assert raw["ResultImagePixelType"] == ["unsigned char"]
     pm = ParameterMap(raw)
     assert pm.get("MaximumNumberOfIterations", 1) == 200
-    assert pm.get("MaximumNumberOfIterations", 5) == 300
+    assert pm.get("MaximumNumberOfIterations", 5) == 100  # beyond the list: the first value, as elastix
     assert pm.get("NewSamplesEveryIteration") is True
     assert pm.get("Metric1Weight") == 0.5 and pm.get("Metric0Weight") == 1.0
     assert pm.get("NumberOfHistogramBins") == 32  # schema default
@@ -46,14 +46,17 @@ def test_toml_form():
 ])
 def test_wrong_keys_and_values_name_the_problem(entries, message):
     with pytest.raises(ParameterError, match=message.replace("(", r"\(")) as err:
-        ParameterMap(entries, "map.txt")
+        ParameterMap(entries, "map.txt", strict=True)
     assert "map.txt" in str(err.value) and "\n" not in str(err.value)
 
 
-def test_per_level_counts_are_checked():
-    pm = ParameterMap({"NumberOfResolutions": 3, "MaximumNumberOfIterations": [10, 20]})
-    with pytest.raises(ParameterError, match="one per resolution level"):
-        pm.check_levels(3)
+def test_per_level_counts_fall_back_as_elastix_and_strict_refuses_them(caplog):
+    pm = ParameterMap({"NumberOfResolutions": 3, "MaximumNumberOfIterations": [10, 20]}, "map.txt")
+    assert [pm.get("MaximumNumberOfIterations", level) for level in range(3)] == [10, 20, 10]
+    pm.warn_ignored()
+    assert "MaximumNumberOfIterations (2)" in caplog.text and "takes the first" in caplog.text
+    with pytest.raises(ParameterError, match="one per level"):
+        pm.warn_ignored(strict=True)
 
 
 @pytest.mark.parametrize("text,message", [

@@ -64,14 +64,17 @@ def test_exact_gradient_sampler_is_elastix_grid_over_the_mask_box():
 
 
 def test_grid_sample_spacing_per_level_and_axis_as_elastix_reads_it():
-    from impactreg.errors import ParameterError
     from impactreg.keys import LevelView
     from impactreg.parameters import ParameterMap
     from impactreg.sampling import GridSampler
 
-    per_level = ParameterMap({"NumberOfResolutions": 2, "SampleGridSpacing": [4, 4, 8, 2, 2, 2]})
-    assert GridSampler().grid_spacing(LevelView(per_level, 0), 3) == [4, 4, 8]
-    assert GridSampler().grid_spacing(LevelView(per_level, 1), 3) == [2, 2, 2]
-    assert GridSampler().grid_spacing(LevelView(ParameterMap({"SampleGridSpacing": [3, 5]}), 1), 2) == [3, 5]
-    with pytest.raises(ParameterError, match="give 1, 3 .one per dimension. or 3 per resolution level"):
-        GridSampler().grid_spacing(LevelView(ParameterMap({"SampleGridSpacing": [3, 5]}), 0), 3)
+    def spacing(values, level, dim):
+        pm = ParameterMap({"ImageSampler": "Grid", "NumberOfResolutions": 2, "SampleGridSpacing": values})
+        return GridSampler().grid_spacing(LevelView(pm, level), dim)
+
+    assert spacing([4, 4, 8, 2, 2, 2], 0, 3) == [4, 4, 8]
+    assert spacing([4, 4, 8, 3, 3, 3], 1, 3) == [3, 3, 3]
+    # entry level x D + d, else 2: elastix's GridSampler::BeforeEachResolution
+    assert spacing([4], 0, 3) == [4, 2, 2] and spacing([4], 1, 3) == [2, 2, 2]
+    assert spacing([3, 5], 0, 2) == [3, 5] and spacing([3, 5], 1, 2) == [2, 2]
+    assert spacing([3, 5], 0, 3) == [3, 5, 2]

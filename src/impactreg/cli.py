@@ -52,6 +52,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
     rg.add_argument("--memory-limit", metavar="SIZE",
                     help="memory for batched and tiled work, e.g. 4G or 800M (default: half of the free memory)")
+    rg.add_argument("--strict", action="store_true",
+                    help="refuse keys elastix would ignore (unknown keys, wrong values of unused components, "
+                         "per-level lists of another length) instead of warning")
     rg.add_argument("--qc", action="store_true", help="also write qc.png and qc.html (visual quality control)")
     rg.add_argument("--ensemble", type=int, metavar="K",
                     help="K registrations with seeds seed..seed+K-1 (in -out/member<i>/); writes their mean field "
@@ -175,7 +178,8 @@ def _run_register(args) -> int:
 
         refuse_replacing_inputs(args.out, ("qc.png", "qc.html"), input_files(inputs))
     options = dict(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask, initial_transform=args.initial,
-                   device=args.device, threads=args.threads, progress=progress, memory_limit=args.memory_limit)
+                   device=args.device, threads=args.threads, progress=progress, memory_limit=args.memory_limit,
+                   strict=args.strict)
     if args.ensemble is not None:
         return _run_ensemble(args, maps, options)
     result = register(args.fixed, args.moving, maps, out_dir=args.out, seed=args.seed, **options)

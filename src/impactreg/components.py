@@ -2,6 +2,8 @@
 map to classes. Adding a component means one class and one line here."""
 from __future__ import annotations
 
+import difflib
+
 from .dense.components import ConvexAdam, DenseRegistration
 from .engine.kinds import MultiMetricMultiResolutionRegistration, MultiResolutionRegistration
 from .errors import ParameterError
@@ -77,13 +79,15 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
     "MovingImagePyramid": ({f"Moving{k}ImagePyramid": c for k, c in _PYRAMIDS.items()}, "MovingSmoothingImagePyramid",
                            "moving-image pyramid"),
 }
-_PER_LEVEL = {"ImageSampler"}
 _SEVERAL = {"Metric"}
+# elastix gives each metric its own sampler, interpolator and pyramids: one value per metric, usually repeated
+_PER_METRIC = ("ImageSampler", "Interpolator", "FixedImagePyramid", "MovingImagePyramid")
 
 
 def selector_keys() -> list[Key]:
-    """The keys that name components (Transform, Metric, ...), their allowed values from the registries."""
-    return [Key(name, "str", default, doc, tuple(registry), per_level=name in _PER_LEVEL, multi=name in _SEVERAL)
+    """The keys that name components (Transform, Metric, ...), their allowed values from the registries.
+    Every selector takes several values: Metric one per metric, the others repeat one name (elastix syntax)."""
+    return [Key(name, "str", default, doc, tuple(registry), multi=True)
             for name, (registry, default, doc) in REGISTRIES.items()]
 
 
@@ -101,3 +105,28 @@ def component_class(selector: str, name: str) -> type:
     if name not in registry:
         raise ParameterError(f"({selector} \"{name}\") is not a component impactreg has; use one of {', '.join(registry)}")
     return registry[name]
+
+
+def components_in_use(entries: dict[str, list[str]], source: str = "") -> list[type]:
+    """The component classes a map's selector keys name (absent: the default; Transform or Metric absent: all of
+    their kind, so that a partial map keeps their keys). A name impactreg has no component for, or different
+    names where impactreg takes one, is one ParameterError naming the component and the file."""
+    where = f"{source}: " if source else ""
+    classes: list[type] = []
+    for selector, (registry, default, _) in REGISTRIES.items():
+        names = entries.get(selector) or ([default] if default is not None else None)
+        if names is None:
+            classes.extend(registry.values())
+            continue
+        for name in names:
+            if name not in registry:
+                near = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.8)
+                hint = f" (did you mean {near[0]!r}?)" if near else f"; it has {', '.join(registry)}"
+                raise ParameterError(f"{where}({selector} \"{name}\"): impactreg has no {selector} component "
+                                     f"{name!r}{hint}")
+        if selector not in _SEVERAL and len(set(names)) > 1:
+            what = "one per metric is the same for all metrics in impactreg" if selector in _PER_METRIC else "one"
+            raise ParameterError(f"{where}({selector} {' '.join(repr(n) for n in names)}): impactreg takes {what}; "
+                                 f"give one {selector}")
+        classes.extend(registry[name] for name in dict.fromkeys(names))
+    return classes

@@ -24,7 +24,9 @@ from .errors import ImageError, InputError, OutputError
 from .files import new_folder
 from .geometry import Grid
 
-IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".png")
+IMAGE_SUFFIXES = (".mha", ".mhd", ".nii", ".nii.gz", ".nrrd", ".nhdr", ".png",
+                  # further formats ITK reads and writes (elastix's ResultImageFormat takes any of them)
+                  ".gipl", ".gipl.gz", ".hdr", ".hdr.gz", ".img", ".img.gz", ".vtk", ".tif", ".tiff", ".mnc", ".dcm")
 
 # Pixel type names accepted in elastix files (ResultImagePixelType) and by write_image.
 PIXEL_TYPES = {
@@ -161,6 +163,8 @@ def image_format(path: str | os.PathLike) -> str:
     """The file format impactreg infers from a path: a suffix of IMAGE_SUFFIXES or 'dicom' (a folder)."""
     p = Path(path)
     name = p.name.lower()
+    if name.endswith(".dcm") and p.is_dir():
+        return "dicom"  # a 3D result written as a series (write_image)
     for suffix in IMAGE_SUFFIXES:
         if name.endswith(suffix):
             return suffix
@@ -331,7 +335,11 @@ def write_image(image: Image, path: str | os.PathLike, pixel_type: str | None = 
         pixel_type = pixel_type or ("uint8" if image.pixel_type not in ("uint8", "uint16") else image.pixel_type)
         if pixel_type not in ("uint8", "unsigned char", "uint16", "unsigned short"):
             raise OutputError(f"{path}: PNG holds 8- or 16-bit unsigned pixels, not {pixel_type}")
-    if fmt == "dicom":
+    if fmt == "dicom" or fmt == ".dcm" and image.dim == 3:  # ITK writes 3D DICOM files of 8/16-bit unsigned only
+        np_type = _NUMPY_OF_SITK.get(PIXEL_TYPES.get(pixel_type or "", -1))
+        if np_type is not None and np.issubdtype(np_type, np.integer):  # the pixel type asked for, as to_sitk casts
+            info = np.iinfo(np_type)
+            image = image.with_data(image.data.double().round().clamp(float(info.min), float(info.max)))
         _write_dicom_series(image, p, pixel_type)
         return p
     sitk_image = image.to_sitk(pixel_type)
@@ -352,8 +360,8 @@ def write_image(image: Image, path: str | os.PathLike, pixel_type: str | None = 
 def _write_dicom_series(image: Image, folder: Path, pixel_type: str | None) -> None:
     """Write a scalar 3D image as a DICOM series (one file per slice) into a new folder.
 
-    Integer data are stored as they are (int16 or uint16); other data are stored as int16 with a
-    rescale slope and intercept. DICOM has no left-handed frames: a direction with a negative
+    Integer data are stored as they are (int16 or uint16); other data are refused with one line (GDCM
+    cannot write the rescale they would need). DICOM has no left-handed frames: a direction with a negative
     determinant is written with the slice order reversed, which is the same image in space.
     """
     if image.dim != 3 or image.channels != 1:
@@ -372,11 +380,9 @@ def _write_dicom_series(image: Image, folder: Path, pixel_type: str | None) -> N
         stored, store_type = data.astype(np.int16), sitk.sitkInt16
     elif integral and data.min() >= 0 and data.max() <= 65535:
         stored, store_type = data.astype(np.uint16), sitk.sitkUInt16
-    else:
-        lo, hi = float(data.min()), float(data.max())
-        slope = (hi - lo) / 65534.0 if hi > lo else 1.0
-        intercept = lo + 32767.0 * slope
-        stored, store_type = np.rint((data - intercept) / slope).astype(np.int16), sitk.sitkInt16
+    else:  # GDCM (through SimpleITK) refuses a rescale slope that is not a whole number
+        raise OutputError(f"{folder}: DICOM stores whole numbers and these voxel values are not; set "
+                          f"(ResultImagePixelType \"short\") or write another format (mha, nii.gz)")
     study, series = _dicom_uid(), _dicom_uid()
     now = time.strftime("%Y%m%d"), time.strftime("%H%M%S")
     iop = "\\".join(f"{v:.10g}" for v in (*direction[:, 0], *direction[:, 1]))

@@ -84,8 +84,11 @@ class AdaptiveStochasticGradientDescent:
     keys = _ITERATION_KEYS + _GAIN_KEYS + (
         Key("AutomaticParameterEstimation", "bool", True, "ASGD: estimate SP_a (and SP_A, SP_alpha) from the data",
             per_level=True),
-        Key("ASGDParameterEstimationMethod", "str", "Original", "ASGD: how the step size is estimated",
-            ("Original", "DisplacementDistribution")),
+        Key("ASGDParameterEstimationMethod", "str", "Original", "ASGD: how the step size is estimated "
+            "(OriginalButSigmoidToDefault: Original, keeping the Sigmoid* values of the map)",
+            ("Original", "OriginalButSigmoidToDefault", "DisplacementDistribution")),
+        Key("NoiseCompensation", "bool", True, "ASGD DisplacementDistribution: scale the gain by the gradient's "
+            "signal-to-noise factor"),
         Key("UseAdaptiveStepSizes", "bool", True, "ASGD: adapt the time from successive gradient inner products",
             per_level=True),
         Key("SigmoidMax", "float", 1.0, "ASGD: maximum of the time-update sigmoid", per_level=True),
@@ -156,12 +159,17 @@ class AdaptiveStochasticGradientDescent:
             return setup.gradient(params, exact_samples if exact else 0)
 
         measurements = view.get("NumberOfGradientMeasurements")
-        if view.get("ASGDParameterEstimationMethod") == "Original":
+        method = view.get("ASGDParameterEstimationMethod")
+        if method in ("Original", "OriginalButSigmoidToDefault"):
             settings = estimate_original(jacobian_terms(jacobian, setup.scales), max_step, A, gradient, setup.params,
                                          measurements, setup.noisy, setup.generator)
         else:
             settings = estimate_displacement_distribution(jacobian, setup.scales, max_step, A, gradient, setup.params,
-                                                          setup.noisy, max(2, measurements))
+                                                          setup.noisy and view.get("NoiseCompensation"),
+                                                          max(2, measurements))
+        if method != "Original":  # elastix estimates a (and alpha) only; the sigmoid keeps the map's values
+            settings.fmax, settings.fmin = view.get("SigmoidMax"), view.get("SigmoidMin")
+            settings.omega = view.get("SigmoidScale")
         settings.adaptive = view.get("UseAdaptiveStepSizes")
         if "SP_alpha" in view:
             settings.alpha = view.get("SP_alpha")

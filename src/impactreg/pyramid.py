@@ -6,10 +6,16 @@ is 2^(L-1-l) on every axis. Smoothing sigmas are in mm.
 - Recursive: the same smoothing, then shrinking by the factor (centre-preserving grid).
 - Shrinking: shrinking only.
 - Generic: sigma from ImagePyramidSmoothingSchedule (mm; default 0.5 * factor * spacing, and 0
-  at a last level of factor 1), then resampling by ImagePyramidRescaleSchedule (default: the
-  schedule) on a corner-aligned grid with linear interpolation.
+  on the axes of a last level of factor 1), then resampling by the rescale schedule on a
+  corner-aligned grid with linear interpolation.
+Schedules are read as elastix reads them: entry l x D + d, Fixed/Moving names overriding the shared
+one, ImagePyramidSchedule overriding ImagePyramidRescaleSchedule; a schedule missing entries gives
+the default schedule (with a warning), and the shrinking pyramids clamp factors as ITK does
+(never above the previous level's, at least 1).
 """
 from __future__ import annotations
+
+import logging
 
 import numpy as np
 
@@ -18,13 +24,16 @@ from .filters import gaussian_smooth, resample_to_grid
 from .image import Image
 from .keys import Key
 
+log = logging.getLogger("impactreg")
+
 
 def schedule(values, levels: int, dim: int, name: str, default=None) -> np.ndarray:
-    """A (levels, dim) schedule from elastix's flat list (levels x dim, or one per level)."""
+    """A (levels, dim) schedule from a flat list of levels x dim values or one per level (GridSpacingSchedule's
+    rule in elastix); any other count is one ParameterError."""
     if values is None:
         if default is not None:
             return default
-        return np.array([[2.0 ** (levels - 1 - l)] * dim for l in range(levels)])
+        return default_schedule(levels, dim)
     values = np.asarray(values, dtype=np.float64)
     if values.size == levels * dim:
         return values.reshape(levels, dim)
@@ -32,6 +41,37 @@ def schedule(values, levels: int, dim: int, name: str, default=None) -> np.ndarr
         return np.repeat(values[:, None], dim, axis=1)
     raise ParameterError(f"({name} {' '.join(f'{v:g}' for v in values)}): give {levels * dim} values "
                          f"(levels x dimension) or {levels} (one per level)")
+
+
+def default_schedule(levels: int, dim: int) -> np.ndarray:
+    """ITK's default pyramid schedule: 2^(L-1-l) on every axis."""
+    return np.array([[2.0 ** (levels - 1 - l)] * dim for l in range(levels)])
+
+
+def read_schedule(pm, names: list[str], levels: int, dim: int, what: str) -> np.ndarray | None:
+    """elastix's reading of a pyramid schedule: entry l * D + d from each of ``names`` in turn, a later
+    name overriding an earlier one entry by entry; None when absent or when some entry is given by none
+    of them (elastix then warns and uses the default schedule)."""
+    lists = [pm.values(name) for name in names]
+    given = [v for v in lists if v is not None]
+    if not given:
+        return None
+    longest = max(len(v) for v in given)
+    if longest < levels * dim:
+        log.warning("%s%s: %d values for %d levels x %d axes; the default schedule is used, as elastix does",
+                    f"{pm.source}: " if getattr(pm, "source", "") else "", what, longest, levels, dim)
+        return None
+    table = np.zeros(levels * dim)
+    for values in given:
+        n = min(len(values), levels * dim)
+        table[:n] = values[:n]
+    return table.reshape(levels, dim)
+
+
+def itk_shrink_schedule(factors: np.ndarray) -> np.ndarray:
+    """ITK's MultiResolutionPyramidImageFilter::SetSchedule: a factor never exceeds the previous level's and
+    is at least 1 (a zero shrink factor becomes 1)."""
+    return np.maximum(np.minimum.accumulate(factors, axis=0), 1.0)
 
 
 _SCHEDULE_KEYS = (
@@ -49,19 +89,19 @@ class ImagePyramid:
 
     elastix_name = ""
     keys: tuple[Key, ...] = _SCHEDULE_KEYS
+    clamps = True  # ITK's schedule rule (non-increasing, >= 1); elastix's smoothing pyramid keeps the factors
 
     def __init__(self, role: str):
         self.role = role
 
-    def _values(self, pm, name: str):
-        return pm.values(f"{self.role}{name}") or pm.values(name)
+    def schedule_names(self) -> list[str]:
+        return ["ImagePyramidSchedule", f"{self.role}ImagePyramidSchedule"]
 
     def build(self, image: Image, pm, levels: int) -> "ImagePyramid":
         self.image, self.levels = image, levels
-        self.factors = schedule(self._values(pm, "ImagePyramidSchedule"), levels, image.dim,
-                                f"{self.role}ImagePyramidSchedule")
-        if np.any(self.factors <= 0) and not isinstance(self, SmoothingImagePyramid):
-            raise ParameterError(f"{self.role}ImagePyramidSchedule: shrink factors must be positive")
+        factors = read_schedule(pm, self.schedule_names(), levels, image.dim, f"{self.role.lower()} pyramid schedule")
+        factors = default_schedule(levels, image.dim) if factors is None else factors
+        self.factors = itk_shrink_schedule(factors) if self.clamps else factors
         return self
 
     def level(self, l: int) -> Image:
@@ -69,7 +109,9 @@ class ImagePyramid:
 
 
 class SmoothingImagePyramid(ImagePyramid):
-    """Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed)."""
+    """Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed; factor 0: none)."""
+
+    clamps = False
 
     def level(self, l: int) -> Image:
         return gaussian_smooth(self.image, 0.5 * self.factors[l] * self.image.grid.spacing)
@@ -113,20 +155,25 @@ class GenericImagePyramid(ImagePyramid):
             minimum=0),
     )
 
+    def schedule_names(self) -> list[str]:
+        """elastix's GenericPyramidHelper reads these in turn: a schedule overrides a rescale schedule."""
+        role = self.role
+        return ["ImagePyramidRescaleSchedule", "ImagePyramidSchedule", f"{role}ImagePyramidRescaleSchedule",
+                f"{role}ImagePyramidSchedule"]
+
     def build(self, image: Image, pm, levels: int) -> "ImagePyramid":
         super().build(image, pm, levels)
         dim, factors = image.dim, self.factors
-        rescale = schedule(self._values(pm, "ImagePyramidRescaleSchedule"), levels, dim,
-                           f"{self.role}ImagePyramidRescaleSchedule", default=factors)
-        smoothing = self._values(pm, "ImagePyramidSmoothingSchedule")
-        if smoothing is None:
+        sigmas = read_schedule(pm, ["ImagePyramidSmoothingSchedule", f"{self.role}ImagePyramidSmoothingSchedule"],
+                               levels, dim, f"{self.role.lower()} pyramid smoothing schedule")
+        if sigmas is None:
             sigmas = 0.5 * factors * image.grid.spacing
-            if np.all(factors[-1] == 1):
-                sigmas[-1] = 0.0
+            last = factors[-1] == 1
+            sigmas[-1, last] = 0.0
         else:
-            sigmas = schedule(smoothing, levels, dim, f"{self.role}ImagePyramidSmoothingSchedule")
-        self.sigmas = np.maximum(sigmas, 0.0)
-        self.rescale = np.maximum(rescale, 1.0)
+            sigmas = np.maximum(np.minimum.accumulate(sigmas, axis=0), 0.0)  # ITK's rule for the sigmas
+        self.sigmas = sigmas
+        self.rescale = factors
         return self
 
     def level(self, l: int) -> Image:

@@ -82,7 +82,6 @@ _COMMON_KEYS = (
 _RANDOM_KEYS = _COMMON_KEYS + (
     Key("NumberOfSpatialSamples", "int", 5000, "samples per iteration (Random, RandomCoordinate); the cost needs 2",
         per_level=True, minimum=2, maximum=MAX_SPATIAL_SAMPLES),
-    Key("UseRandomSampleRegion", "bool", False, NO_EFFECT, per_level=True),
 )
 
 
@@ -113,18 +112,15 @@ class FullSampler(Sampler):
 
 class GridSampler(Sampler):
     elastix_name = "Grid"
-    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels (one, one per dimension, "
-                               "or one per dimension for each level)", multi=True, minimum=1),)
+    keys = _COMMON_KEYS + (Key("SampleGridSpacing", "int", 2, "Grid sampler: spacing in voxels, one per dimension for "
+                               "each level (entry level x D + d; 2 where absent, as elastix)", multi=True, minimum=1),)
 
     def grid_spacing(self, view, dim: int) -> list[int]:
-        """elastix reads entry level * D + d; one value or one per dimension serve every level."""
-        values = view.values("SampleGridSpacing") or [2]
-        if len(values) in (1, dim):
-            return values
-        if len(values) % dim == 0 and len(values) >= (view.level + 1) * dim:
-            return values[view.level * dim:(view.level + 1) * dim]
-        raise ParameterError(f"{view.source + ': ' if view.source else ''}(SampleGridSpacing {' '.join(map(str, values))}): "
-                             f"give 1, {dim} (one per dimension) or {dim} per resolution level")
+        """elastix's reading: axis d of level l is entry l * D + d, and 2 where the list has no such entry
+        (so (SampleGridSpacing 4) is 4 2 2 at level 0 of a 3D image and 2 2 2 after, as in elastix)."""
+        values = view.values("SampleGridSpacing") or []
+        start = view.level * dim
+        return [values[start + d] if start + d < len(values) else 2 for d in range(dim)]
 
 
 class RandomSampler(Sampler):
@@ -137,5 +133,84 @@ class RandomSampler(Sampler):
 
 
 class RandomCoordinateSampler(RandomSampler):
+    """Random continuous positions; with UseRandomSampleRegion, elastix's random sample region: at every draw
+    a box of SampleRegionSize mm placed uniformly at random inside the image (cropped to the fixed mask's
+    bounding box), the samples uniform inside the box and the mask."""
+
     elastix_name = "RandomCoordinate"
     fixed_interpolation_order = 1
+    keys = _RANDOM_KEYS + (
+        Key("UseRandomSampleRegion", "bool", False, "RandomCoordinate: draw each iteration's samples in a random box "
+            "of SampleRegionSize", per_level=True),
+        Key("SampleRegionSize", "float", None, "RandomCoordinate: the random box's size in mm, one per axis for each "
+            "level (entry level x D + d, else the first; default min(extent, largest extent / 3))", multi=True,
+            minimum=0, exclusive_minimum=True),
+    )
+
+    def begin_level(self, view, grid, mask, generator, device, dtype) -> None:
+        super().begin_level(view, grid, mask, generator, device, dtype)
+        self.region = None
+        if view.get("UseRandomSampleRegion"):
+            self.region = SampleRegion(grid, mask, sample_region_size(view, grid), generator, device, dtype)
+
+    def sample(self) -> torch.Tensor:
+        if self.region is None:
+            return super().sample()
+        return self.region.sample(self.sampler.n)
+
+
+def sample_region_size(view, grid: Grid) -> np.ndarray:
+    """elastix's SampleRegionSize in mm per axis (x, y[, z]) for this level: entry level x D + d, else the first;
+    absent, min(extent, largest extent / 3) with extent = (size - 1) x spacing. Larger than the image: one line."""
+    extent = (np.asarray(grid.size) - 1) * grid.spacing
+    values = view.values("SampleRegionSize")
+    if values is None:
+        return np.minimum(extent, extent.max() / 3.0)
+    start = view.level * grid.dim
+    size = np.array([values[start + d] if start + d < len(values) else values[0] for d in range(grid.dim)], dtype=float)
+    if np.any(size > extent + 1e-9):
+        axis = int(np.argmax(size > extent + 1e-9))
+        raise ParameterError(f"{view.source + ': ' if view.source else ''}(SampleRegionSize {' '.join(map(str, values))}): "
+                             f"{size[axis]:g} mm along axis {axis} but the fixed image at level {view.level} spans "
+                             f"{extent[axis]:g} mm; give a smaller SampleRegionSize (about a third of the image)")
+    return size
+
+
+class SampleRegion:
+    """Draws of elastix's random sample region (ImageRandomCoordinateSampler with UseRandomSampleRegion)."""
+
+    TRIES = 10  # elastix gives up after 10 x N candidate positions in the mask
+
+    def __init__(self, grid: Grid, mask: torch.Tensor | None, size_mm: np.ndarray, generator, device, dtype):
+        self.grid, self.generator, self.device, self.dtype = grid, generator, torch.device(device or "cpu"), dtype
+        self.mask = None if mask is None else mask.to("cpu").bool()
+        if self.mask is None:
+            lo, hi = np.zeros(grid.dim), np.asarray(grid.size, dtype=float) - 1
+        else:
+            where = torch.nonzero(self.mask).numpy()[:, ::-1]  # x-y-z order
+            lo, hi = where.min(axis=0).astype(float), where.max(axis=0).astype(float)
+        self.lo = torch.tensor(lo, dtype=torch.float64)
+        self.size = torch.tensor(size_mm / grid.spacing, dtype=torch.float64)  # in voxels
+        self.start_span = torch.clamp(torch.tensor(hi, dtype=torch.float64) - self.size - self.lo, min=0.0)
+        self.upper = torch.tensor(np.asarray(grid.size, dtype=float) - 1, dtype=torch.float64)
+
+    def sample(self, n: int) -> torch.Tensor:
+        """World points (n, D): one random box, n uniform positions inside it (and the mask)."""
+        start = self.lo + torch.rand(self.grid.dim, generator=self.generator, dtype=torch.float64) * self.start_span
+        found, total = [], 0
+        for _ in range(self.TRIES):
+            index = start + torch.rand((n, self.grid.dim), generator=self.generator, dtype=torch.float64) * self.size
+            keep = ((index >= 0) & (index <= self.upper)).all(dim=1)
+            if self.mask is not None:
+                voxel = index.round().long().clamp(min=0)
+                voxel = torch.minimum(voxel, self.upper.long())
+                keep &= self.mask[tuple(voxel[:, d] for d in reversed(range(self.grid.dim)))]
+            found.append(index[keep])
+            total += int(keep.sum())
+            if total >= n:
+                break
+        index = torch.cat(found)[:n]
+        if index.shape[0] < n:
+            raise ImageError(f"the random sample region holds too few voxels of the fixed mask ({index.shape[0]} of "
+                             f"{n} samples found); give a larger SampleRegionSize or set (UseRandomSampleRegion \"false\")")
+        return self.grid.index_to_world(index).to(device=self.device, dtype=self.dtype)

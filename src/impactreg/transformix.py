@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from .devices import torch_device
+from .engine.inputs import with_direction, without_direction
 from .engine.outputs import StagedFolder
 from .errors import InputError
 from .files import atomic_write_text
@@ -54,7 +55,8 @@ def transform(transform_file: str | os.PathLike | TransformFile, out_dir: str | 
     try:
         image_format(f"result.{ext}")
     except InputError:
-        raise InputError(f"{tf.path}: ResultImageFormat {ext!r} is not supported; use mha, mhd, nii, nii.gz or nrrd") from None
+        raise InputError(f"{tf.path}: ResultImageFormat {ext!r} is not an image format ITK writes; use mha, mhd, "
+                         f"nii, nii.gz, nrrd, gipl, hdr, vtk, tif or dcm") from None
 
     names = [name for name, wanted in ((f"result.{ext}", moving is not None), ("outputpoints.txt", point_set is not None),
                                        (f"deformationField.{ext}", deformation), (f"spatialJacobian.{ext}", jacobian),
@@ -72,9 +74,16 @@ def _compute(tf: TransformFile, moving: Image | None, point_set: PointSet | None
              jacobian_matrix: bool, labels: bool, device, folder: StagedFolder | None) -> TransformixResult:
     """The requested outputs, written into ``folder`` when given."""
     ext, result = tf.result_format, TransformixResult()
+    legacy = not tf.keys.use_direction()  # (UseDirectionCosines "false"): images as if their directions were identity
+    if legacy and moving is not None:
+        moving = without_direction(moving)
 
     def save(name: str, image: Image, pixel_type: str) -> None:
         if folder is not None:
+            if legacy:  # elastix writes them on the fixed image's own direction (the file's Direction)
+                dim = image.dim
+                image = with_direction(image, tf.keys.numbers("Direction", dim * dim, default=np.eye(dim).ravel())
+                                       .reshape(dim, dim).T)
             write_image(image, folder.path(name), pixel_type, tf.compress)
 
     if moving is not None:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from ..components import component_class
 from ..errors import ParameterError
 from ..image import Image
-from ..parameters import ParameterMap
+from ..parameters import ParameterMap, closest_key
 
 
 @dataclass
@@ -26,12 +26,22 @@ def _make(pm: ParameterMap, selector: str):
     return component_class(selector, pm.get(selector))()
 
 
+def _missing(pm: ParameterMap, selector: str, example: str) -> ParameterError:
+    where = f"{pm.source}: " if pm.source else ""
+    if "TransformParameters" in pm.unknown and "Metric" not in pm:
+        return ParameterError(f"{where}this is a TransformParameters file (a registration's result), not a parameter "
+                              f"map; give it as the initial transform (-t0) or to `impactreg transform -tp`")
+    typo = next((name for name in pm.unknown if closest_key(name) == selector), None)
+    hint = f" ({typo!r} is not a key: did you mean {selector!r}?)" if typo else ""
+    return ParameterError(f"{where}({selector} ...) is missing{hint}; e.g. ({selector} \"{example}\")")
+
+
 def build_stage(pm: ParameterMap) -> StageComponents:
     names = pm.values("Metric")
     if not names:
-        raise ParameterError("(Metric ...) is missing; name at least one metric, e.g. (Metric \"AdvancedMattesMutualInformation\")")
+        raise _missing(pm, "Metric", "AdvancedMattesMutualInformation")
     if pm.get("Transform") is None:
-        raise ParameterError("(Transform ...) is missing; e.g. (Transform \"BSplineTransform\")")
+        raise _missing(pm, "Transform", "BSplineTransform")
     registration = _make(pm, "Registration")
     registration.check_metrics(names)
     return StageComponents(
@@ -54,5 +64,5 @@ def build_pyramid(role: str, image: Image, pm: ParameterMap):
 
 
 def make_sampler(view):
-    """The ImageSampler component of one level."""
+    """The ImageSampler component (elastix: one per metric; impactreg: the same for all, checked at the map)."""
     return component_class("ImageSampler", view.get("ImageSampler"))()

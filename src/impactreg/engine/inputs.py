@@ -49,6 +49,22 @@ def _numeric_array(value, what: str) -> np.ndarray:
     return array
 
 
+def without_direction(image: Image | None) -> Image | None:
+    """The image with an identity direction (origin, spacing and voxels kept): what elastix registers and
+    transformix resamples when (UseDirectionCosines "false")."""
+    if image is None:
+        return None
+    grid = image.grid
+    return Image(image.data, Grid(grid.size, grid.spacing, grid.origin, np.eye(grid.dim)), image.pixel_type)
+
+
+def with_direction(image: Image, direction: np.ndarray) -> Image:
+    """The image with ``direction`` in place of its own (how elastix writes results of a UseDirectionCosines
+    "false" run: on the original fixed image's direction)."""
+    grid = image.grid
+    return Image(image.data, Grid(grid.size, grid.spacing, grid.origin, direction), image.pixel_type)
+
+
 def check_finite(image: Image, what: str) -> None:
     """Refuse NaN and infinite voxels: they would reach the metric as samples outside the image."""
     if image.data.is_floating_point():

@@ -10,7 +10,8 @@ class MultiResolutionRegistration:
     elastix_name = "MultiResolutionRegistration"
     keys = (
         Key("NumberOfResolutions", "int", 3, "number of resolution levels", minimum=1),
-        Key("Metric0Weight", "float", 1.0, "weight of metric <i> in the weighted sum", per_level=True,
+        Key("Metric0Weight", "float", 1.0, "weight of metric <i> in the weighted sum (default 1 / number of metrics)",
+            per_level=True,
             pattern=r"Metric(\d+)Weight"),
         Key("Metric0Use", "bool", True, "whether metric <i> is used at a level", per_level=True, pattern=r"Metric(\d+)Use"),
         Key("ErodeMask", "bool", False, "erode masks at each level by the pyramid's smoothing extent", per_level=True),
@@ -20,7 +21,12 @@ class MultiResolutionRegistration:
         Key("WriteIterationInfo", "bool", False, "write IterationInfo.<stage>.R<level>.txt"),
         Key("FixedImageDimension", "int", None, "must match the fixed image if given"),
         Key("MovingImageDimension", "int", None, "must match the moving image if given"),
-        Key("UseDirectionCosines", "bool", True, "use the images' direction matrices (must be true)", ("true",)),
+        Key("UseDirectionCosines", "bool", True, "use the images' direction matrices; \"false\": register as if they "
+            "were identity (elastix's legacy mode; results are written on the fixed image's direction)"),
+        Key("ITKTransformOutputFileNameExtension", "str", None, "also write TransformParameters.<i>.<ext> as an ITK "
+            "transform file (tfm, txt, h5, hdf5, mat) that SimpleITK, ANTs and 3D Slicer read"),
+        Key("WriteITKCompositeTransform", "bool", False, "with ITKTransformOutputFileNameExtension: also write "
+            "TransformParameters.<i>-Composite.<ext>, the whole chain of transforms"),
         Key("MaximumNumberOfThreads", "int", None, "threads (same as -threads)", minimum=1),
         Key("FixedInternalImagePixelType", "str", "float", NO_EFFECT),
         Key("MovingInternalImagePixelType", "str", "float", NO_EFFECT),
@@ -38,9 +44,33 @@ class MultiResolutionRegistration:
         """Each metric's weight at this level (0 where Metric<i>Use is false)."""
         return [view.get(f"Metric{i}Weight", 1.0) if view.get(f"Metric{i}Use", True) else 0.0 for i in range(count)]
 
+    def relative_weights(self, view, count: int) -> list[float] | None:
+        """Relative weights (elastix's UseRelativeWeights), or None for fixed weights."""
+        return None
+
 
 class MultiMetricMultiResolutionRegistration(MultiResolutionRegistration):
+    """elastix's CombinationImageToImageMetric: fixed weights (default 1 / number of metrics) or, with
+    UseRelativeWeights, weights recomputed at every evaluation so that metric i's gradient norm is
+    Metric<i>RelativeWeight times metric 0's (weight 1 where a gradient norm is below 1e-10)."""
+
     elastix_name = "MultiMetricMultiResolutionRegistration"
+    keys = MultiResolutionRegistration.keys + (
+        Key("UseRelativeWeights", "bool", False, "weigh metric i so that its gradient norm is Metric<i>RelativeWeight "
+            "times metric 0's, at every iteration", per_level=True),
+        Key("Metric0RelativeWeight", "float", None, "relative weight of metric <i> (default 1 / number of metrics)",
+            per_level=True, minimum=0, pattern=r"Metric(\d+)RelativeWeight"),
+    )
 
     def check_metrics(self, names: list[str]) -> None:
         pass
+
+    def weights(self, view, count: int) -> list[float]:
+        return [view.get(f"Metric{i}Weight", 1.0 / count) if view.get(f"Metric{i}Use", True) else 0.0
+                for i in range(count)]
+
+    def relative_weights(self, view, count: int) -> list[float] | None:
+        if not view.get("UseRelativeWeights"):
+            return None
+        return [view.get(f"Metric{i}RelativeWeight", 1.0 / count) if view.get(f"Metric{i}Use", True) else 0.0
+                for i in range(count)]

@@ -12,10 +12,12 @@ from pathlib import Path
 
 from ..errors import ImpactRegError, InputError, OutputError
 from ..files import atomic_write_text, new_folder
+from ..geometry import Grid
 from ..image import Image
 from ..signals import signals_deferred
 from ..transforms import CombinationTransform
 from ..transforms.elastix_files import field_file_name, read_transform_file, write_transform_file
+from .itk_files import itk_output_names, write_itk_transform_files
 
 log = logging.getLogger("impactreg")
 
@@ -154,6 +156,7 @@ def registration_output_names(maps) -> list[str]:
         names.append(f"TransformParameters.{i}.txt")
         if pm.get("Transform") == "DeformationFieldTransform":
             names.append(field_file_name(names[-1], pm.get("ResultImageFormat")))
+        names += itk_output_names(pm, i)
         if pm.get("WriteResultImage"):
             names.append(f"result.{i}.{pm.get('ResultImageFormat')}")
         if pm.get("WriteIterationInfo"):
@@ -196,22 +199,30 @@ class OutputFolder(StagedFolder):
         super().__exit__(*exc)
 
     def write_stage(self, stage, components, fixed: Image, moving: Image, previous_file: Path | None,
-                    rows: list[IterationInfo]) -> Path:
+                    rows: list[IterationInfo], original_direction=None) -> Path:
         """TransformParameters.<i>.txt, result.<i>.<ext> and IterationInfo files of one stage; returns the
-        final path of its transform file (the next stage's initial transform)."""
+        final path of its transform file (the next stage's initial transform). ``fixed`` and ``moving`` are
+        the images the stage registered; ``original_direction``, given for a UseDirectionCosines "false"
+        stage, is the fixed image's own direction, written as elastix writes it."""
         pm, i = stage.parameter_map, stage.index
         transform = stage.transform
         current = transform.current if isinstance(transform, CombinationTransform) else transform
         resample_keys = {k: pm.raw[k] for k in _RESAMPLE_KEYS if k in pm}
+        grid = fixed.grid
+        if original_direction is not None:
+            resample_keys["UseDirectionCosines"] = ["false"]
+            grid = Grid(grid.size, grid.spacing, grid.origin, original_direction)
         name = f"TransformParameters.{i}.txt"
-        write_transform_file(self.path(name), current, fixed.grid, previous_file, pm.get("HowToCombineTransforms"),
+        write_transform_file(self.path(name), current, grid, previous_file, pm.get("HowToCombineTransforms"),
                              resample_keys, final_path=self.out / name)
         self.files[name] = self.path(name)
         if pm.get("Transform") == "DeformationFieldTransform":
             field_name = field_file_name(name, pm.get("ResultImageFormat"))
             self.files[field_name] = self.path(field_name)
+        for itk_name, itk_path in write_itk_transform_files(self.staging, i, transform, pm).items():
+            self.files[itk_name] = itk_path
         order = components.resample_interpolator.order(pm)
-        result = components.resampler.write(pm, moving, transform, fixed, order, self.staging, i)
+        result = components.resampler.write(pm, moving, transform, fixed, order, self.staging, i, original_direction)
         if result is not None:
             self.files[result.name] = result
         if pm.get("WriteIterationInfo"):

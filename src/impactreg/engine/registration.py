@@ -29,7 +29,7 @@ from ..sampling import exact_gradient_sampler
 from ..transforms import CombinationTransform, Transform
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
-from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform
+from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
 log = logging.getLogger("impactreg")
@@ -202,7 +202,6 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                run: Run, rows: list) -> tuple[StageResult, StageComponents]:
     start = time.perf_counter()
     levels = pm.get("NumberOfResolutions")
-    pm.check_levels(levels)
     for key, image in (("FixedImageDimension", fixed), ("MovingImageDimension", moving)):
         if key in pm and pm.get(key) != image.dim:
             raise ParameterError(f"({key} {pm.get(key)}) but the image is {image.dim}D")
@@ -232,8 +231,9 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
                                run.device, base, run.memory)
         for metric in components.metrics:
             metric.begin_level(context)
-        cost = Cost(components.metrics, components.registration.weights(view, len(components.metrics)),
-                    sampler.required_ratio)
+        count = len(components.metrics)
+        cost = Cost(components.metrics, components.registration.weights(view, count), sampler.required_ratio,
+                    components.registration.relative_weights(view, count))
         level = Level(view, context, sampler, cost, full)
         log.info("stage %d level %d: %d parameters, fixed %s", index, level_index, current.number_of_parameters,
                  fixed_l.grid.size)
@@ -254,19 +254,24 @@ def resolve_seed(maps, seed: int | None = None) -> int:
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
-             progress=None, memory_limit: str | int | None = None) -> RegistrationResult:
+             progress=None, memory_limit: str | int | None = None, strict: bool = False) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with elastix parameter maps (paths, dicts or ParameterMaps).
 
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
     ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
+    Keys elastix would ignore (unknown ones, those of components a map does not use) are listed in one
+    warning line per map; ``strict=True`` makes them an error.
     """
     total_start = time.perf_counter()
     device = torch_device(device)
     use_threads(threads)
     budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
-    maps = load_parameter_maps(parameter_maps)
+    maps = load_parameter_maps(parameter_maps, strict)
+    for pm in maps:
+        if strict:
+            pm.warn_ignored(strict)  # refuses before any work
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
@@ -283,8 +288,6 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
                 raise ImageError(f"the {what} is {mask.dim}D but its image is {image.dim}D")
             mask_tensor(mask, image.grid, what)
     initial = read_initial_transform(initial_transform, fixed_image.dim)
-    for pm in maps:
-        pm.check_levels(pm.get("NumberOfResolutions"))
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = resolve_seed(maps, seed)
@@ -296,13 +299,20 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     inputs = {"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask,
               "initial transform": transform_file_chain(initial_transform), "parameter map": parameter_maps}
     with OutputFolder(out_dir, maps, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
+        for pm in maps if not strict else ():
+            pm.warn_ignored()  # also into impactreg.log
         for index, pm in enumerate(maps):
             rows: list[IterationInfo] = []
-            stage, components = _run_stage(index, pm, fixed_image, moving_image, fmask, mmask, current, run, rows)
+            images = (fixed_image, moving_image, fmask, mmask)
+            if not pm.get("UseDirectionCosines"):  # elastix registers the images as if their directions were identity
+                images = tuple(without_direction(image) for image in images)
+            stage, components = _run_stage(index, pm, *images, current, run, rows)
             stages.append(stage)
             current = stage.transform
             if folder is not None:
-                previous_file = folder.write_stage(stage, components, fixed_image, moving_image, previous_file, rows)
+                original = None if pm.get("UseDirectionCosines") else fixed_image.grid.direction
+                previous_file = folder.write_stage(stage, components, images[0], images[1], previous_file, rows,
+                                                   original)
         if folder is not None:
             log.info("registration finished in %.1f s", time.perf_counter() - total_start)
             outputs = folder.commit()

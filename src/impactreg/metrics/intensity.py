@@ -18,7 +18,15 @@ _ELASTIX_ONLY = (
     Key("UseFastAndLowMemoryVersion", "bool", True, NO_EFFECT, per_level=True),
     Key("UseJacobianPreconditioning", "bool", False, NO_EFFECT, per_level=True),
     Key("FiniteDifferenceDerivative", "bool", False, NO_EFFECT, per_level=True),
-    Key("ShowExactMetricValue", "bool", False, NO_EFFECT, per_level=True),
+    Key("ShowExactMetricValue", "bool", False, NO_EFFECT + " (elastix prints an exact metric value on a grid)",
+        per_level=True),
+    Key("ExactMetricSampleGridSpacing", "int", 1, NO_EFFECT + " (grid of ShowExactMetricValue)", multi=True, minimum=1),
+    Key("ExactMetricEveryXIterations", "int", 1, NO_EFFECT + " (period of ShowExactMetricValue)", per_level=True,
+        minimum=1),
+    Key("MovingImageDerivativeScales", "float", None, "multiply the moving image's gradient by these, one per world "
+        "axis (e.g. 1 1 0: no motion along z is driven by the metric); absent axes 1", multi=True),
+    Key("ScaleGradientWithRespectToMovingImageOrientation", "bool", False, "apply MovingImageDerivativeScales along "
+        "the moving image's own axes instead of the world axes", per_level=True),
 )
 
 

@@ -110,6 +110,7 @@ class IntensityMetric(Metric):
     def begin_level(self, context: LevelContext) -> None:
         self.moving_interpolator = context.moving_interpolator()
         self.moving_mask = context.moving_mask_interpolator()
+        self.derivative_scales = _derivative_scales(context)
         self.configure(context)
 
     def configure(self, context: LevelContext) -> None:
@@ -130,5 +131,24 @@ class IntensityMetric(Metric):
         value, dv_dm = self.value_and_derivative(f, m)
         if not all_valid:  # invalid samples contribute nothing; keep full-size arrays for the cached support
             dv_dm = torch.zeros(points.shape[0], dtype=m.dtype, device=m.device).index_put_((valid.nonzero()[:, 0],), dv_dm)
-        d_points = dv_dm[:, None] * sampled.gradients[:, 0]
+        gradients = sampled.gradients[:, 0]
+        if getattr(self, "derivative_scales", None) is not None:
+            gradients = gradients @ self.derivative_scales.to(gradients)
+        d_points = dv_dm[:, None] * gradients
         return float(value), transform.parameter_gradient(points, d_points).to(torch.float64), n_valid
+
+
+def _derivative_scales(context: LevelContext) -> torch.Tensor | None:
+    """elastix's MovingImageDerivativeScales as the (D, D) matrix the world gradient (a row) is multiplied by:
+    diag(scales) on the world axes, or M diag(scales) M^T on the moving image's axes (M its direction)
+    with ScaleGradientWithRespectToMovingImageOrientation; None when the key is absent."""
+    values = context.view.values("MovingImageDerivativeScales")
+    if values is None:
+        return None
+    dim = context.moving.dim
+    scales = torch.tensor([float(values[d]) if d < len(values) else 1.0 for d in range(dim)], dtype=torch.float64)
+    matrix = torch.diag(scales)
+    if context.view.get("ScaleGradientWithRespectToMovingImageOrientation"):
+        m = torch.as_tensor(context.moving.grid.direction, dtype=torch.float64)
+        matrix = m @ matrix @ m.T
+    return matrix.to(device=context.device, dtype=torch.float32)

@@ -6,15 +6,20 @@ ParameterError naming the key, the value, what is allowed and the closest known 
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
+import re
 import tomllib
 from pathlib import Path
 
 from ..errors import InputError, ParameterError
 from .parse import format_parameter_map, parse_parameter_text
 from ..keys import Key
+from ..components import components_in_use, selector_keys
 from .schema import all_keys, lookup
+
+log = logging.getLogger("impactreg")
 
 _TRUE, _FALSE = ("true",), ("false",)
 
@@ -59,41 +64,106 @@ def _number(key: Key, name: str, raw: str, where: str) -> int | float:
     return int(value) if whole else value
 
 
-class ParameterMap:
-    """One elastix parameter map (one registration stage), validated against the schema."""
+def _validate(name: str, values: list[str], key: Key, source: str) -> list:
+    """The typed values of one known key; a wrong value is one ParameterError naming it and what is allowed."""
+    where = f"{source}: " if source else ""
+    if not values:
+        raise ParameterError(f"{where}({name}) has no value")
+    if key.allowed is not None and key.kind == "bool":
+        if any(v.lower() not in key.allowed for v in values):
+            raise ParameterError(f"{where}({name} {' '.join(values)}): only {', '.join(key.allowed)} is supported")
+    if key.allowed is not None and key.kind == "int":
+        if any(v not in key.allowed for v in values):
+            raise ParameterError(f"{where}({name} {' '.join(values)}): {name} takes one of {', '.join(key.allowed)}")
+    if len(values) > 1 and not (key.per_level or key.multi):
+        raise ParameterError(f"{where}({name} {' '.join(values)}): {name} takes one value")
+    return [_convert(key, name, v, source) for v in values]
 
-    def __init__(self, entries: dict, source: str = ""):
-        self.source = source
+
+def _unknown_key_error(name: str, source: str) -> ParameterError:
+    near = closest_key(name)
+    hint = f"; did you mean {near!r}?" if near else ""
+    where = f"{source}: " if source else ""
+    return ParameterError(f"{where}unknown parameter {name!r}{hint} (`impactreg parameters` lists every key)")
+
+
+def _read_by(classes: list[type]):
+    """A test: is a key name read by one of these component classes (or a selector key)?"""
+    keys = [k for cls in classes for k in cls.keys] + selector_keys()
+    names = {k.name for k in keys if k.pattern is None}
+    patterns = [re.compile(k.pattern) for k in keys if k.pattern is not None]
+    return lambda name: name in names or any(p.fullmatch(name) for p in patterns)
+
+
+class ParameterMap:
+    """One elastix parameter map (one registration stage), validated against the components it names.
+
+    As in elastix, keys no component of the map reads do not stop it: keys impactreg does not know
+    (``unknown``) and keys of components the map does not use (``unused``) are set aside, unvalidated,
+    and listed by ``warn_ignored`` in one line. ``strict=True`` makes an unknown key an error and
+    validates every known key (the behaviour of ``--strict``). A per-level key's value at a level
+    beyond its list is its first value (elastix's rule).
+    """
+
+    def __init__(self, entries: dict, source: str = "", strict: bool = False):
+        self.source, self.strict = source, strict
         self.raw: dict[str, list[str]] = {}
         self._typed: dict[str, list] = {}
-        for name, values in entries.items():
-            values = [values] if not isinstance(values, (list, tuple)) else list(values)
-            values = [_as_text(v) for v in values]
+        self.unknown: dict[str, list[str]] = {}
+        self.unused: dict[str, list[str]] = {}
+        texts = {name: [_as_text(v) for v in ([values] if not isinstance(values, (list, tuple)) else values)]
+                 for name, values in entries.items()}
+        read = _read_by(components_in_use(texts, source))
+        for name, values in texts.items():
             key = lookup(name)
             if key is None:
-                near = closest_key(name)
-                hint = f"; did you mean {near!r}?" if near else ""
-                where = f"{source}: " if source else ""
-                raise ParameterError(f"{where}unknown parameter {name!r}{hint} (`impactreg parameters` lists every key)")
-            if not values:
-                raise ParameterError(f"{source + ': ' if source else ''}({name}) has no value")
-            if key.allowed is not None and key.kind == "bool":
-                if any(v.lower() not in key.allowed for v in values):
-                    raise ParameterError(f"{source + ': ' if source else ''}({name} {' '.join(values)}): "
-                                         f"only {', '.join(key.allowed)} is supported")
-            if key.allowed is not None and key.kind == "int":
-                if any(v not in key.allowed for v in values):
-                    raise ParameterError(f"{source + ': ' if source else ''}({name} {' '.join(values)}): "
-                                         f"{name} takes one of {', '.join(key.allowed)}")
-            if len(values) > 1 and not (key.per_level or key.multi):
-                raise ParameterError(f"{source + ': ' if source else ''}({name} {' '.join(values)}): {name} takes one value")
-            self._typed[name] = [_convert(key, name, v, source) for v in values]
-            self.raw[name] = values
+                if strict:
+                    raise _unknown_key_error(name, source)
+                self.unknown[name] = values
+            elif strict or read(name):
+                typed = _validate(name, values, key, source)
+                if read(name):
+                    self._typed[name], self.raw[name] = typed, values
+                else:
+                    self.unused[name] = values
+            else:
+                self.unused[name] = values
+
+    def ignored_text(self) -> str:
+        """The keys set aside, as one line ('' when none): unknown keys with the closest known key."""
+        parts = []
+        if self.unknown:
+            names = [f"{n} (did you mean {near}?)" if (near := closest_key(n)) else n for n in self.unknown]
+            parts.append(f"{len(names)} key(s) impactreg does not know: {', '.join(names)}")
+        if self.unused:
+            parts.append(f"{len(self.unused)} key(s) of components this map does not use: {', '.join(self.unused)}")
+        return "; ".join(parts)
+
+    def check_strict(self) -> None:
+        """What ``--strict`` refuses: a key impactreg does not know, or a wrong value of any known key."""
+        for name in self.unknown:
+            raise _unknown_key_error(name, self.source)
+        for name, values in self.unused.items():
+            _validate(name, values, lookup(name), self.source)
+
+    def warn_ignored(self, strict: bool = False) -> None:
+        """One warning line listing the keys set aside as elastix would ignore them (an error when ``strict``)."""
+        if strict or self.strict:
+            self.check_strict()
+            if self.short_per_level_keys():
+                raise ParameterError(f"{self.source + ': ' if self.source else ''}{self.short_per_level_keys()} "
+                                     f"(--strict refuses this: give one value or one per level)")
+        text = self.ignored_text()
+        if text:
+            log.warning("%signored, as elastix ignores them: %s", f"{self.source}: " if self.source else "", text)
+        short = self.short_per_level_keys()
+        if short:
+            log.warning("%s%s", f"{self.source}: " if self.source else "", short)
 
     # construction ------------------------------------------------------------------------
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike) -> "ParameterMap":
+    def from_file(cls, path: str | os.PathLike, strict: bool = False) -> "ParameterMap":
         p = Path(path)
         if not p.is_file():
             raise InputError(f"{path}: no such parameter file; check the path")
@@ -102,12 +172,12 @@ class ParameterMap:
         except (OSError, UnicodeDecodeError):
             raise InputError(f"{path}: cannot read the parameter file as text") from None
         if p.suffix.lower() == ".toml":
-            return cls(parse_toml_text(text, str(path)), str(path))
-        return cls(parse_parameter_text(text, str(path)), str(path))
+            return cls(parse_toml_text(text, str(path)), str(path), strict)
+        return cls(parse_parameter_text(text, str(path)), str(path), strict)
 
     @classmethod
-    def from_text(cls, text: str, source: str = "<text>") -> "ParameterMap":
-        return cls(parse_parameter_text(text, source), source)
+    def from_text(cls, text: str, source: str = "<text>", strict: bool = False) -> "ParameterMap":
+        return cls(parse_parameter_text(text, source), source, strict)
 
     # access ------------------------------------------------------------------------------
 
@@ -122,30 +192,38 @@ class ParameterMap:
         return self._typed.get(name)
 
     def get(self, name: str, level: int | None = None, default=None):
-        """The value for ``level`` (one value means all levels), else ``default``, else the schema default."""
+        """The value for ``level``: entry ``level`` if the list has one, else the first (elastix's rule);
+        absent keys give ``default``, else the schema default."""
         values = self._typed.get(name)
-        key = lookup(name)
         if values is None:
+            key = lookup(name)
             return default if default is not None else (key.default if key else None)
-        if level is None or len(values) == 1:
+        if level is None or level >= len(values):
             return values[0]
-        if level < len(values):
-            return values[level]
-        return values[-1]
+        return values[level]
+
+    def short_per_level_keys(self) -> str:
+        """Per-level keys whose count is neither 1 nor NumberOfResolutions, as one line ('' when none)."""
+        levels = self.get("NumberOfResolutions")
+        odd = [f"{name} ({len(values)})" for name, values in self._typed.items()
+               if lookup(name).per_level and len(values) not in (1, levels)]
+        if not odd:
+            return ""
+        return (f"per-level keys with a count other than 1 or {levels} (NumberOfResolutions): {', '.join(odd)}; "
+                f"a level without its own value takes the first, as in elastix")
 
     def check_levels(self, levels: int) -> None:
-        """Per-level keys must give one value or one per level."""
-        for name, values in self._typed.items():
-            key = lookup(name)
-            if key.per_level and len(values) not in (1, levels):
-                raise ParameterError(f"{self.source + ': ' if self.source else ''}({name} {' '.join(self.raw[name])}): "
-                                     f"give one value or {levels} (one per resolution level)")
+        """Kept for callers of the earlier API: per-level counts fall back as in elastix and are not an error."""
 
     def set(self, name: str, values) -> None:
-        """Replace a key's values (validated)."""
-        other = ParameterMap({name: values}, self.source)
-        self._typed[name] = other._typed[name]
-        self.raw[name] = other.raw[name]
+        """Replace a key's values (validated; the key must be one impactreg knows)."""
+        key = lookup(name)
+        if key is None:
+            raise _unknown_key_error(name, self.source)
+        values = [_as_text(v) for v in (values if isinstance(values, (list, tuple)) else [values])]
+        self._typed[name] = _validate(name, values, key, self.source)
+        self.raw[name] = values
+        self.unused.pop(name, None)
 
     def as_dict(self) -> dict[str, list[str]]:
         return dict(self.raw)
@@ -180,8 +258,8 @@ def parse_toml_text(text: str, source: str = "<toml>") -> dict[str, list[str]]:
     return result
 
 
-def load_parameter_maps(sources) -> list[ParameterMap]:
-    """Parameter maps from paths, texts of elastix syntax, dicts or ParameterMaps."""
+def load_parameter_maps(sources, strict: bool = False) -> list[ParameterMap]:
+    """Parameter maps from paths, texts of elastix syntax, dicts or ParameterMaps (``strict``: see ParameterMap)."""
     if isinstance(sources, (str, os.PathLike, dict, ParameterMap)):
         sources = [sources]
     if not isinstance(sources, (list, tuple)):
@@ -193,13 +271,15 @@ def load_parameter_maps(sources) -> list[ParameterMap]:
             raise InputError(f"parameter maps: got {type(src).__name__}, not a parameter map; pass a file path, "
                              f"elastix text, a dict or a ParameterMap")
         if isinstance(src, ParameterMap):
+            if strict:
+                src.check_strict()
             maps.append(src)
         elif isinstance(src, dict):
-            maps.append(ParameterMap(src))
+            maps.append(ParameterMap(src, strict=strict))
         elif isinstance(src, str) and "(" in src and "\n" in src:
-            maps.append(ParameterMap.from_text(src))
+            maps.append(ParameterMap.from_text(src, strict=strict))
         else:
-            maps.append(ParameterMap.from_file(src))
+            maps.append(ParameterMap.from_file(src, strict))
     if not maps:
         raise ParameterError("no parameter map given; pass at least one -p MAP")
     return maps

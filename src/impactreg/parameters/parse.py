@@ -46,8 +46,9 @@ def _tokens(body: str, where: str) -> list[str]:
 
 
 def parse_parameter_text(text: str, source: str = "<text>") -> RawParameters:
-    """Parse elastix parameter text. A repeated key keeps its last value, as elastix does."""
+    """Parse elastix parameter text. A key given twice is an error, as in elastix's parser."""
     result: RawParameters = {}
+    first_line: dict[str, int] = {}
     pending, start_line = "", 0
     for number, raw in enumerate(text.splitlines(), start=1):
         line = _strip_comment(raw).strip()
@@ -71,7 +72,11 @@ def parse_parameter_text(text: str, source: str = "<text>") -> RawParameters:
             key, values = tokens[0], tokens[1:]
             if not _KEY.match(key):
                 raise ParameterError(f"{where}: {key!r} is not a valid parameter name")
+            if key in result:
+                raise ParameterError(f"{where}: ({key} ...) is given a second time (first at line {first_line[key]}); "
+                                     f"elastix refuses a repeated parameter: keep one")
             result[key] = values
+            first_line[key] = start_line
             pending = ""
     if pending:
         raise ParameterError(f"{source}:{start_line}: entry is not closed with ')'")

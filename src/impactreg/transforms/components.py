@@ -156,13 +156,13 @@ class BSplineTransformComponent(TransformComponent):
     unit_scales = True
     keys = _COMMON_KEYS + (
         Key("FinalGridSpacingInPhysicalUnits", "float", None, "B-spline grid spacing at the last level, mm "
-            "(one or per dimension)", multi=True, minimum=0, exclusive_minimum=True),
+            "(per dimension, else the first; 8 mm when neither FinalGridSpacing key is given, as elastix)", multi=True, minimum=0, exclusive_minimum=True),
         Key("FinalGridSpacingInVoxels", "float", None, "B-spline grid spacing at the last level, fixed voxels", multi=True,
             minimum=0, exclusive_minimum=True),
         Key("GridSpacingSchedule", "float", None, "B-spline grid spacing factor per level (or levels x dimension)", multi=True,
             minimum=0, exclusive_minimum=True),
         Key("BSplineTransformSplineOrder", "int", 3, "B-spline transform order", ("1", "2", "3")),
-        Key("UseCyclicTransform", "bool", False, "cyclic B-spline (not supported: must be false)", ("false",)),
+        Key("UseCyclicTransform", "bool", False, "cyclic B-spline, the last axis periodic (elastix, for 4D cycles): not implemented, must be false", ("false",)),
         Key("PassiveEdgeWidth", "int", 0, NO_EFFECT, minimum=0),
     )
 
@@ -189,10 +189,11 @@ def _final_grid_spacing(pm, fixed_grid: Grid) -> np.ndarray:
     voxels = pm.values("FinalGridSpacingInVoxels")
     if physical is not None and voxels is not None:
         raise ParameterError("give FinalGridSpacingInPhysicalUnits or FinalGridSpacingInVoxels, not both")
-    values, unit = (physical, 1.0) if physical is not None else (voxels or [16.0], fixed_grid.spacing)
-    if len(values) not in (1, dim):
-        raise ParameterError(f"FinalGridSpacing needs 1 or {dim} values, got {len(values)}")
-    spacing = np.broadcast_to(np.asarray(values, dtype=np.float64), (dim,)) * unit
+    if physical is None and voxels is None:
+        physical = [8.0]  # elastix's default: 8 mm
+    values, unit = (physical, 1.0) if physical is not None else (voxels, fixed_grid.spacing)
+    # elastix reads entry d for axis d, else the first
+    spacing = np.array([values[d] if d < len(values) else values[0] for d in range(dim)], dtype=np.float64) * unit
     if np.any(spacing <= 0):
         raise ParameterError("the B-spline grid spacing must be positive")
     return spacing
