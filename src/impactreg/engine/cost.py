@@ -25,9 +25,10 @@ class Cost:
         n_valid = wanted
         for weight, metric in zip(self.weights, self.metrics):
             value, gradient, valid = metric.value_and_gradient(transform, samples)
-            if (check and valid < self.required_ratio * wanted) or valid < 2:
-                raise TooFewSamples(valid, wanted)
-            n_valid = min(n_valid, valid)
+            if metric.uses_samples:
+                if (check and valid < self.required_ratio * wanted) or valid < 2:
+                    raise TooFewSamples(valid, wanted)
+                n_valid = min(n_valid, valid)
             grad = grad + weight * gradient
             values.append(value)
             total += weight * value

@@ -9,6 +9,8 @@ Every metric and penalty is a component (installed by its elastix name in ``comp
 ``value`` is a float (lower is better), ``gradient`` d value / d transform parameters (P,) in
 float64, ``valid`` the number of samples that counted. The engine's cost is the weighted sum of
 its metrics; it never asks which kind it holds. Constructors take no arguments and do no I/O.
+A metric that is not evaluated at the samples (corresponding points, a penalty on the control
+grid) sets ``uses_samples = False``: its ``valid`` is not held against the sampler's count.
 """
 from __future__ import annotations
 
@@ -37,6 +39,8 @@ class LevelContext:
     device: torch.device
     base: Path | None = None  # folder of the parameter file, for relative model paths
     memory: MemoryBudget | None = None  # bytes batched and tiled work may hold at once (None: the default share)
+    fixed_points: torch.Tensor | None = None  # corresponding landmarks (N, D) in mm, float64: fixed space (-fp)
+    moving_points: torch.Tensor | None = None  # and moving space (-mp), row i corresponds to row i
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -90,6 +94,7 @@ class Metric:
 
     elastix_name = ""
     keys: tuple[Key, ...] = ()
+    uses_samples = True  # evaluated at the sampler's points (its valid count must reach the required ratio)
 
     def begin_level(self, context: LevelContext) -> None:
         pass
