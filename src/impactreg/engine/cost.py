@@ -34,6 +34,7 @@ class Cost:
             total += weight * value
         return total, values, n_valid, grad
 
-    def end_iteration(self, iteration: int) -> None:
-        for metric in self.metrics:
-            metric.end_iteration(iteration)
+    def end_iteration(self, iteration: int) -> bool:
+        """Every metric's end of iteration; True when one of them now computes other values."""
+        changed = [bool(metric.end_iteration(iteration)) for metric in self.metrics]
+        return any(changed)

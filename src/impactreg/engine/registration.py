@@ -115,6 +115,10 @@ class Level:
         self.samples = self.samples_at(self.sampler.sample())
         return self.samples
 
+    def forget(self) -> None:
+        """Drop the latest evaluation (a metric changed what it computes)."""
+        self._last = None
+
     def value_and_gradient(self, params: torch.Tensor, samples: Samples | None = None, check: bool = True):
         """The cost at ``params``; asked again at the same parameters and samples (a line search's last
         point is the next iteration's start) it answers from the latest evaluation."""
@@ -198,7 +202,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         g_s = g.cpu() / scales
         params_s = optimizer.step(params_s, g_s, k)
         level.transform = level.transform.with_parameters((params_s / scales).to(context.device))
-        level.cost.end_iteration(k)
+        if level.cost.end_iteration(k):
+            level.forget()
         info = IterationInfo(stage, view.level, k, float(value), values, float(optimizer.last_gain),
                              float(g_s.norm()), n_valid, time.perf_counter() - start)
         result.values.append(info.value)

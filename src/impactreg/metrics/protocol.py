@@ -4,7 +4,8 @@ Every metric and penalty is a component (installed by its elastix name in ``comp
 
     metric.begin_level(context)                      # read keys, load models, build what the level needs
     value, gradient, valid = metric.value_and_gradient(transform, samples)
-    metric.end_iteration(iteration)                  # after the optimiser's step of that iteration
+    metric.end_iteration(iteration)                  # after the optimiser's step of that iteration; True when
+                                                     # the metric now gives other values for the same inputs
 
 ``value`` is a float (lower is better), ``gradient`` d value / d transform parameters (P,) in
 float64, ``valid`` the number of samples that counted. The engine's cost is the weighted sum of
@@ -102,8 +103,9 @@ class Metric:
     def value_and_gradient(self, transform, samples: Samples) -> tuple[float, torch.Tensor, int]:
         raise NotImplementedError
 
-    def end_iteration(self, iteration: int) -> None:
-        pass
+    def end_iteration(self, iteration: int) -> bool | None:
+        """After the optimiser's step; return True when values at the same parameters and samples change
+        from now on (e.g. refreshed feature maps), so that earlier evaluations are not reused."""
 
 
 class IntensityMetric(Metric):
