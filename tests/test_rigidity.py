@@ -195,8 +195,10 @@ def test_dilation_is_a_box_of_lines():
 
 
 def test_needs_a_bspline_and_a_readable_image(tmp_path):
-    with pytest.raises(ParameterError, match="B-spline"):
+    with pytest.raises(ParameterError, match="cubic B-spline"):
         penalty().value_and_gradient(TranslationTransform(3), NO_SAMPLES)
+    with pytest.raises(ParameterError, match="BSplineTransformSplineOrder 3"):  # elastix's operators are cubic
+        penalty().value_and_gradient(BSplineTransform(spline_3d().grid, order=2), NO_SAMPLES)
     with pytest.raises(Exception, match="no such image"):
         penalty(f"(FixedRigidityImageName \"{tmp_path / 'missing.mha'}\")\n")
 

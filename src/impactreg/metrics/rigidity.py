@@ -239,9 +239,10 @@ class TransformRigidityPenalty(Metric):
 
     def value_and_gradient(self, transform, samples: Samples):
         spline = transform.current if isinstance(transform, CombinationTransform) else transform
-        if not isinstance(spline, BSplineTransform):
-            raise ParameterError("(Metric \"TransformRigidityPenalty\") needs a B-spline transform (as in elastix); "
-                                 "use (Transform \"BSplineTransform\") or remove the penalty")
+        if not isinstance(spline, BSplineTransform) or spline.order != 3:
+            raise ParameterError("(Metric \"TransformRigidityPenalty\") needs a cubic B-spline transform (as in elastix): "
+                                 "use (Transform \"BSplineTransform\") with (BSplineTransformSplineOrder 3), or remove "
+                                 "the penalty")
         weights = self._coefficient_image(spline)
         total = float(weights.sum())
         gradient = torch.zeros(spline.number_of_parameters, dtype=torch.float64, device=self.device)
