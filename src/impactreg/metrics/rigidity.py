@@ -58,8 +58,8 @@ def derivative_operators(spacing) -> dict[str, list[tuple[float, float, float]]]
     s = [float(v) for v in spacing]
     dim = len(s)
 
-    def op(**kernels):
-        return [kernels.get(a, _SMOOTH) for a in "xyz"[:dim]]
+    def op(**along):
+        return [along.get(a, _SMOOTH) for a in "xyz"[:dim]]
 
     ops = {"A": op(x=_first(s[0])), "B": op(y=_first(s[1])), "D": op(x=_second(s[0])), "E": op(y=_second(s[1])),
            "G": op(x=_first(s[0] * s[1]), y=_first(s[0] * s[1]))}
@@ -79,9 +79,9 @@ def _correlate_axis(images: torch.Tensor, kernel, axis: int) -> torch.Tensor:
     return kernel[0] * before + kernel[1] * images + kernel[2] * after
 
 
-def filter_separable(images: torch.Tensor, kernels) -> torch.Tensor:
-    """Coefficient images (D, [Z,] Y, X) filtered with one kernel per world axis (x first)."""
-    for axis, kernel in enumerate(kernels):
+def filter_separable(images: torch.Tensor, per_axis) -> torch.Tensor:
+    """Coefficient images (D, [Z,] Y, X) filtered with one 3-tap kernel per world axis (x first)."""
+    for axis, kernel in enumerate(per_axis):
         images = _correlate_axis(images, kernel, images.dim() - 1 - axis)
     return images
 
