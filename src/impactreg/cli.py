@@ -48,6 +48,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("-fMask", dest="fixed_mask", metavar="MASK", help="fixed-image mask")
     rg.add_argument("-mMask", dest="moving_mask", metavar="MASK", help="moving-image mask")
     rg.add_argument("-t0", dest="initial", metavar="FILE", help="initial TransformParameters file")
+    rg.add_argument("-fp", dest="fixed_points", metavar="POINTS",
+                    help="fixed landmarks (elastix point/index file, .csv, .fcsv) for CorrespondingPointsEuclideanDistanceMetric")
+    rg.add_argument("-mp", dest="moving_points", metavar="POINTS", help="the corresponding moving landmarks")
     rg.add_argument("-threads", dest="threads", type=int, metavar="N", help="CPU threads")
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
     rg.add_argument("--memory-limit", metavar="SIZE",
@@ -172,14 +175,15 @@ def _run_register(args) -> int:
         raise ImpactRegError("give parameter maps with -p MAP (repeatable) or a --preset NAME, not both or neither")
     maps = args.maps or preset_maps(args.preset)
     inputs = {"fixed image": args.fixed, "moving image": args.moving, "fixed mask": args.fixed_mask,
-              "moving mask": args.moving_mask, "initial transform": args.initial, "parameter map": args.maps}
+              "moving mask": args.moving_mask, "initial transform": args.initial, "parameter map": args.maps,
+              "fixed points": args.fixed_points, "moving points": args.moving_points}
     if args.qc:
         from .engine.outputs import input_files, refuse_replacing_inputs
 
         refuse_replacing_inputs(args.out, ("qc.png", "qc.html"), input_files(inputs))
     options = dict(fixed_mask=args.fixed_mask, moving_mask=args.moving_mask, initial_transform=args.initial,
                    device=args.device, threads=args.threads, progress=progress, memory_limit=args.memory_limit,
-                   strict=args.strict)
+                   strict=args.strict, fixed_points=args.fixed_points, moving_points=args.moving_points)
     if args.ensemble is not None:
         return _run_ensemble(args, maps, options)
     result = register(args.fixed, args.moving, maps, out_dir=args.out, seed=args.seed, **options)

@@ -12,11 +12,14 @@ from .interpolators import (BSplineInterpolator, FinalBSplineInterpolator, Final
 from .keys import Key
 from .metrics.impact import ImpactMetric
 from .metrics.intensity import MattesMutualInformation, MeanSquares, NormalizedCorrelation, NormalizedMutualInformation
-from .metrics.penalties import BendingEnergyPenalty
+from .metrics.penalties import BendingEnergyPenalty, DisplacementMagnitudePenalty
+from .metrics.points import CorrespondingPointsEuclideanDistance
+from .metrics.rigidity import TransformRigidityPenalty
 from .optimizers import Adam, AdaptiveStochasticGradientDescent, RegularStepGradientDescent, StandardGradientDescent
+from .quasinewton import QuasiNewtonLBFGS
 from .pyramid import GenericImagePyramid, RecursiveImagePyramid, ShrinkingImagePyramid, SmoothingImagePyramid
 from .resampler import DefaultResampler
-from .sampling import FullSampler, GridSampler, RandomCoordinateSampler, RandomSampler
+from .sampling import FullSampler, GridSampler, RandomCoordinateSampler, RandomSampler, RandomSparseMaskSampler
 from .transforms.components import (AffineTransformComponent, BSplineTransformComponent,
                                     DeformationFieldTransformComponent, EulerTransformComponent,
                                     SimilarityTransformComponent, TranslationTransformComponent)
@@ -46,6 +49,9 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
         "AdvancedMattesMutualInformation": MattesMutualInformation,
         "NormalizedMutualInformation": NormalizedMutualInformation,
         "TransformBendingEnergyPenalty": BendingEnergyPenalty,
+        "DisplacementMagnitudePenalty": DisplacementMagnitudePenalty,
+        "TransformRigidityPenalty": TransformRigidityPenalty,
+        "CorrespondingPointsEuclideanDistanceMetric": CorrespondingPointsEuclideanDistance,
         "Impact": ImpactMetric,
     }, None, "similarity metric(s); several need MultiMetricMultiResolutionRegistration"),
     "Optimizer": ({
@@ -54,12 +60,14 @@ REGISTRIES: dict[str, tuple[dict[str, type], str | None, str]] = {
         "RegularStepGradientDescent": RegularStepGradientDescent,
         "Adam": Adam,
         "ConvexAdam": ConvexAdam,
+        "QuasiNewtonLBFGS": QuasiNewtonLBFGS,
     }, "AdaptiveStochasticGradientDescent", "the optimiser"),
     "ImageSampler": ({
         "Full": FullSampler,
         "Grid": GridSampler,
         "Random": RandomSampler,
         "RandomCoordinate": RandomCoordinateSampler,
+        "RandomSparseMask": RandomSparseMaskSampler,
     }, "RandomCoordinate", "where the metrics are evaluated each iteration"),
     "Interpolator": ({
         "LinearInterpolator": LinearInterpolator,

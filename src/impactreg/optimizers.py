@@ -54,6 +54,7 @@ class LevelSetup:
     gradient: Callable  # gradient(scaled params, exact_samples) -> scaled gradient; 0 samples = the registration's sampler
     noisy: bool  # whether the sampler draws new samples every iteration
     generator: torch.Generator
+    evaluate: Callable | None = None  # evaluate(scaled params) -> (value, scaled gradient) on this iteration's samples
 
 
 _ITERATION_KEYS = (

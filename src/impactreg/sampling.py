@@ -92,8 +92,13 @@ class Sampler:
     keys: tuple[Key, ...] = _COMMON_KEYS
     fixed_interpolation_order = 0  # how the fixed image is read at the samples
 
+    @property
+    def kind(self) -> str:
+        """The ImageSampler draw this component makes (its own name unless it shares another's)."""
+        return self.elastix_name
+
     def begin_level(self, view, grid: Grid, mask: torch.Tensor | None, generator, device, dtype) -> None:
-        self.sampler = ImageSampler(self.elastix_name, grid, mask, view.get("NumberOfSpatialSamples"),
+        self.sampler = ImageSampler(self.kind, grid, mask, view.get("NumberOfSpatialSamples"),
                                     self.grid_spacing(view, grid.dim), generator, device, dtype)
         self.new_samples = False
         self.required_ratio = view.get("RequiredRatioOfValidSamples") if view.get("CheckNumberOfSamples") else 0.0
@@ -214,3 +219,18 @@ class SampleRegion:
             raise ImageError(f"the random sample region holds too few voxels of the fixed mask ({index.shape[0]} of "
                              f"{n} samples found); give a larger SampleRegionSize or set (UseRandomSampleRegion \"false\")")
         return self.grid.index_to_world(index).to(device=self.device, dtype=self.dtype)
+
+
+class RandomSparseMaskSampler(RandomSampler):
+    """elastix's RandomSparseMask: random voxels, drawn with replacement from the list of the fixed
+    mask's voxels (elastix's choice for small masks in large images). Like elastix, it needs a mask."""
+
+    elastix_name = "RandomSparseMask"
+    kind = "Random"
+
+    def begin_level(self, view, grid, mask, generator, device, dtype) -> None:
+        if mask is None:
+            raise ParameterError(f"{view.source + ': ' if view.source else ''}(ImageSampler \"RandomSparseMask\") "
+                                 f"samples inside the fixed mask and needs one: give -fMask (Python: fixed_mask=), "
+                                 f"or use (ImageSampler \"Random\")")
+        super().begin_level(view, grid, mask, generator, device, dtype)

@@ -110,6 +110,8 @@ class Case:
     moving_mask: str | None = None
     initial: str | None = None
     covers: list[str] = field(default_factory=list)  # components exercised, for the report and docs
+    fixed_points: str | None = None  # landmark files in inputs/ (-fp, -mp)
+    moving_points: str | None = None
 
 
 # common settings: short runs, no result image (only the transform files are recorded)
@@ -307,6 +309,28 @@ CASES: list[Case] = [
         ImageSampler="RandomCoordinate", NewSamplesEveryIteration="true", MaximumNumberOfIterations=5,
         Interpolator="LinearInterpolator", **_MIND_3D)],
         covers=["Impact MIND Jacobian 3D", "TranslationTransform 3D", "3D"]),
+    Case("2d-bspline-ams-rigidity-sparsemask-lbfgs", "fixed2d", "moving2d_same", [_m(
+        Transform="BSplineTransform", FinalGridSpacingInPhysicalUnits=12.0,
+        Registration="MultiMetricMultiResolutionRegistration", Metric=["AdvancedMeanSquares", "TransformRigidityPenalty"],
+        Metric1Weight=[50.0, 200.0], MovingRigidityImageName=str(INPUTS / "moving2d_mask.mha"),
+        DilationRadiusMultiplier=0.25, LinearityConditionWeight=10.0, PropernessConditionWeight=2.0,
+        ImageSampler="RandomSparseMask", NewSamplesEveryIteration="false", Optimizer="QuasiNewtonLBFGS",
+        LBFGSUpdateAccuracy=4, StopIfWolfeNotSatisfied="false", Interpolator="LinearInterpolator")],
+        fixed_mask="fixed2d_mask",
+        covers=["TransformRigidityPenalty with a dilated moving rigidity image", "RandomSparseMask sampler",
+                "QuasiNewtonLBFGS (More-Thuente line search on fixed samples)", "2D"]),
+    Case("2d-euler-displacement-inverts-t0", "fixed2d", "moving2d_same", [_m(
+        Transform="EulerTransform", Metric="DisplacementMagnitudePenalty", HowToCombineTransforms="Compose",
+        ImageSampler="Random", NewSamplesEveryIteration="true", Interpolator="LinearInterpolator")],
+        initial="t0_euler2d.txt",
+        covers=["DisplacementMagnitudePenalty (inverting the initial transform)", "2D"]),
+    Case("3d-affine-anc-landmarks", "fixed3d", "moving3d_same", [_m(
+        Transform="AffineTransform", Registration="MultiMetricMultiResolutionRegistration",
+        Metric=["AdvancedNormalizedCorrelation", "CorrespondingPointsEuclideanDistanceMetric"], Metric1Weight=0.05,
+        ImageSampler="RandomCoordinate", NewSamplesEveryIteration="true", Interpolator="LinearInterpolator",
+        AutomaticTransformInitialization="true")],
+        fixed_points="landmarks3d_fixed.txt", moving_points="landmarks3d_moving_index.txt",
+        covers=["CorrespondingPointsEuclideanDistanceMetric (-fp world points, -mp moving indices)", "3D"]),
 ]
 
 
@@ -339,7 +363,9 @@ def _run_case(case: Case, out_dir: Path) -> list[Path]:
     result = register(image(case.fixed), image(case.moving), [dict(m) for m in case.maps],
                       fixed_mask=image(case.fixed_mask), moving_mask=image(case.moving_mask),
                       initial_transform=str(INPUTS / case.initial) if case.initial else None,
-                      out_dir=out_dir, seed=case.seed)
+                      out_dir=out_dir, seed=case.seed,
+                      fixed_points=str(INPUTS / case.fixed_points) if case.fixed_points else None,
+                      moving_points=str(INPUTS / case.moving_points) if case.moving_points else None)
     files = [result.outputs[f"TransformParameters.{i}.txt"] for i in range(len(case.maps))]
     return files
 
@@ -425,3 +451,13 @@ def make_inputs(folder: Path = INPUTS) -> None:
         '(FixedInternalImagePixelType "float")\n(MovingInternalImagePixelType "float")\n'
         "(Size 52 44)\n(Index 0 0)\n(Spacing 1.25 1.0)\n(Origin -30.0 -20.0)\n(Direction 1 0 0 1)\n"
         '(UseDirectionCosines "true")\n')
+    write_landmark_files(folder)
+
+
+def write_landmark_files(folder: Path = INPUTS) -> None:
+    """Hand-written landmarks of the 3D case: world points in the fixed image and, as elastix's 'index'
+    format, voxel indices of the moving image (same grid) about 2 mm away."""
+    (folder / "landmarks3d_fixed.txt").write_text(
+        "point\n6\n-10.0 -14.0 20.0\n12.0 -10.0 24.4\n2.0 6.0 30.0\n-14.0 8.0 40.0\n16.0 10.0 44.0\n0.0 -2.0 33.0\n")
+    (folder / "landmarks3d_moving_index.txt").write_text(
+        "index\n6\n6 6 5\n17 8 7\n12 16 9\n4 17 14\n19 18 15\n11 12 11\n")

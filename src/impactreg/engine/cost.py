@@ -26,9 +26,10 @@ class Cost:
         n_valid = wanted
         for metric in self.metrics:
             value, gradient, valid = metric.value_and_gradient(transform, samples)
-            if (check and valid < self.required_ratio * wanted) or valid < 2:
-                raise TooFewSamples(valid, wanted)
-            n_valid = min(n_valid, valid)
+            if metric.uses_samples:
+                if (check and valid < self.required_ratio * wanted) or valid < 2:
+                    raise TooFewSamples(valid, wanted)
+                n_valid = min(n_valid, valid)
             values.append(value)
             gradients.append(gradient)
         weights = self.weights if self.relative is None else self._relative_weights(gradients)
@@ -42,6 +43,7 @@ class Cost:
         norms = [float(g.norm()) for g in gradients]
         return [0.0 if r == 0.0 else (r * norms[0] / n if n > 1e-10 else 1.0) for r, n in zip(self.relative, norms)]
 
-    def end_iteration(self, iteration: int) -> None:
-        for metric in self.metrics:
-            metric.end_iteration(iteration)
+    def end_iteration(self, iteration: int) -> bool:
+        """Every metric's end of iteration; True when one of them now computes other values."""
+        changed = [bool(metric.end_iteration(iteration)) for metric in self.metrics]
+        return any(changed)

@@ -1,4 +1,4 @@
-"""What the user gives, checked and converted: images, masks and the initial transform."""
+"""What the user gives, checked and converted: images, masks, landmarks and the initial transform."""
 from __future__ import annotations
 
 import os
@@ -11,6 +11,7 @@ from ..filters import resample_to_grid
 from ..geometry import Grid
 from ..image import Image, read_image
 from ..interpolation import Interpolator
+from ..points import PointSet, read_points
 from ..sampling import ImageSampler
 from ..transforms import Transform
 from ..transforms.elastix_files import read_transform_file
@@ -100,3 +101,34 @@ def check_overlap(fixed: Image, moving: Image, transform: Transform | None) -> N
     if not bool(inside.any()):
         raise ImageError("the fixed and moving images do not overlap in physical space; check their origins and "
                          "directions, or give an initial transform (-t0) or (AutomaticTransformInitialization \"true\")")
+
+
+def landmarks(value, image: Image, what: str) -> torch.Tensor | None:
+    """A point file (elastix point/index, .csv, .fcsv), PointSet or (N, D) array in mm as world points
+    (N, D) float64; indices are converted with ``image``'s grid, as elastix does for -fp/-mp."""
+    if value is None:
+        return None
+    if isinstance(value, (str, os.PathLike)):
+        value = read_points(value)
+    if isinstance(value, PointSet):
+        world = value.world(image.grid)
+    else:
+        world = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value, dtype=np.float64)
+    if world.ndim != 2 or world.shape[1] != image.dim or len(world) == 0:
+        raise InputError(f"{what}: give {image.dim}D points, one per row (got shape {tuple(world.shape)}) for "
+                         f"{image.dim}D images")
+    if not np.all(np.isfinite(world)):
+        raise InputError(f"{what}: the points must be finite numbers")
+    return torch.from_numpy(np.ascontiguousarray(world))
+
+
+def corresponding_points(fixed_points, moving_points, fixed: Image, moving: Image):
+    """(fixed landmarks, moving landmarks), each (N, D) float64 in mm or None; the counts must match."""
+    fixed_world = landmarks(fixed_points, fixed, f"fixed points {fixed_points}" if isinstance(fixed_points, (str, os.PathLike))
+                            else "fixed points")
+    moving_world = landmarks(moving_points, moving, f"moving points {moving_points}"
+                             if isinstance(moving_points, (str, os.PathLike)) else "moving points")
+    if fixed_world is not None and moving_world is not None and len(fixed_world) != len(moving_world):
+        raise InputError(f"the fixed points ({len(fixed_world)}) and the moving points ({len(moving_world)}) do not "
+                         f"correspond: give the same number of points in both files, in the same order")
+    return fixed_world, moving_world

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -29,7 +30,7 @@ from ..sampling import exact_gradient_sampler
 from ..transforms import CombinationTransform, Transform
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
-from .inputs import as_image, check_overlap, mask_tensor, read_initial_transform, without_direction
+from .inputs import as_image, check_overlap, corresponding_points, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
 log = logging.getLogger("impactreg")
@@ -80,6 +81,8 @@ class Run:
     callbacks: list
     progress: Callable | None
     memory: MemoryBudget | None = None
+    fixed_points: torch.Tensor | None = None  # corresponding landmarks (-fp, -mp), world mm, float64
+    moving_points: torch.Tensor | None = None
 
 
 def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
@@ -102,6 +105,7 @@ class Level:
         self.transform = transform.to(context.device)
         self.fixed_interp = Interpolator(context.fixed, order=sampler.fixed_interpolation_order, device=context.device,
                                          dtype=COMPUTE)
+        self._last = None  # the latest evaluation: (samples, check, params, result)
         self.samples = self.redraw()
 
     def samples_at(self, points: torch.Tensor) -> Samples:
@@ -111,9 +115,21 @@ class Level:
         self.samples = self.samples_at(self.sampler.sample())
         return self.samples
 
+    def forget(self) -> None:
+        """Drop the latest evaluation (a metric changed what it computes)."""
+        self._last = None
+
     def value_and_gradient(self, params: torch.Tensor, samples: Samples | None = None, check: bool = True):
+        """The cost at ``params``; asked again at the same parameters and samples (a line search's last
+        point is the next iteration's start) it answers from the latest evaluation."""
+        samples = samples or self.samples
+        last = self._last
+        if last is not None and last[0] is samples and last[1] == check and torch.equal(last[2], params):
+            return last[3]
         transform = self.transform.with_parameters(params.to(self.context.device))
-        return self.cost.value_and_gradient(transform, samples or self.samples, check)
+        result = self.cost.value_and_gradient(transform, samples, check)
+        self._last = (samples, check, params.clone(), result)
+        return result
 
 
 def _level_masks(pm: ParameterMap, view: LevelView, components: StageComponents, fixed_mask, moving_mask, fixed_l, level):
@@ -151,8 +167,16 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
             _, _, _, g = level.value_and_gradient(ps / scales, check=False)
         return g.cpu() / scales
 
+    def evaluate(ps: torch.Tensor):
+        """(value, scaled gradient) at scaled parameters on the current samples; (inf, None) when too few are valid."""
+        try:
+            value, _, _, g = level.value_and_gradient(ps / scales)
+        except TooFewSamples:
+            return math.inf, None
+        return float(value), g.cpu() / scales
+
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
-                       level.sampler.new_samples, run.generator)
+                       level.sampler.new_samples, run.generator, evaluate)
     try:
         settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
     except TooFewSamples as exc:
@@ -178,7 +202,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         g_s = g.cpu() / scales
         params_s = optimizer.step(params_s, g_s, k)
         level.transform = level.transform.with_parameters((params_s / scales).to(context.device))
-        level.cost.end_iteration(k)
+        if level.cost.end_iteration(k):
+            level.forget()
         info = IterationInfo(stage, view.level, k, float(value), values, float(optimizer.last_gain),
                              float(g_s.norm()), n_valid, time.perf_counter() - start)
         result.values.append(info.value)
@@ -228,7 +253,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         sampler = make_sampler(view)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
-                               run.device, base, run.memory)
+                               run.device, base, run.memory, run.fixed_points, run.moving_points)
         for metric in components.metrics:
             metric.begin_level(context)
         count = len(components.metrics)
@@ -254,7 +279,8 @@ def resolve_seed(maps, seed: int | None = None) -> int:
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,
              out_dir: str | os.PathLike | None = None, device: str | None = None, seed: int | None = None,
              threads: int | None = None, callbacks: list[Callable[[IterationInfo], None]] | tuple = (),
-             progress=None, memory_limit: str | int | None = None, strict: bool = False) -> RegistrationResult:
+             progress=None, memory_limit: str | int | None = None, strict: bool = False, fixed_points=None,
+             moving_points=None) -> RegistrationResult:
     """Register ``moving`` to ``fixed`` with elastix parameter maps (paths, dicts or ParameterMaps).
 
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
@@ -263,6 +289,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
     Keys elastix would ignore (unknown ones, those of components a map does not use) are listed in one
     warning line per map; ``strict=True`` makes them an error.
+    ``fixed_points``/``moving_points`` (elastix's -fp/-mp: point files, PointSets or (N, D) arrays in mm)
+    are the corresponding landmarks of CorrespondingPointsEuclideanDistanceMetric.
     """
     total_start = time.perf_counter()
     device = torch_device(device)
@@ -288,16 +316,18 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
                 raise ImageError(f"the {what} is {mask.dim}D but its image is {image.dim}D")
             mask_tensor(mask, image.grid, what)
     initial = read_initial_transform(initial_transform, fixed_image.dim)
+    landmarks = corresponding_points(fixed_points, moving_points, fixed_image, moving_image)
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = resolve_seed(maps, seed)
-    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget)
+    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, *landmarks)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
     current = initial
     previous_file = Path(initial_transform).resolve() if isinstance(initial_transform, (str, os.PathLike)) else None
     inputs = {"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask,
-              "initial transform": transform_file_chain(initial_transform), "parameter map": parameter_maps}
+              "initial transform": transform_file_chain(initial_transform), "parameter map": parameter_maps,
+              "fixed points": fixed_points, "moving points": moving_points}
     with OutputFolder(out_dir, maps, inputs) if out_dir is not None else contextlib.nullcontext() as folder:
         for pm in maps if not strict else ():
             pm.warn_ignored()  # also into impactreg.log

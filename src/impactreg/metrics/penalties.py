@@ -56,3 +56,30 @@ class BendingEnergyPenalty(Metric):
     def value_and_gradient(self, transform, samples: Samples):
         value, gradient = bending_energy_value_and_gradient(transform, samples.points)
         return value, gradient.to(torch.float64), samples.points.shape[0]
+
+
+class DisplacementMagnitudePenalty(Metric):
+    """elastix's DisplacementMagnitudePenalty: the mean over the samples of ||T(x) - x||^2 (mm^2).
+
+    T is the whole transform, initial transform included, so that with HowToCombineTransforms
+    "Compose" it finds an inverse of the initial transform. A sample counts when T(x) lies inside
+    the moving mask (all count without one); the gradient is (2 / n) sum (T(x) - x)^T dT/dmu.
+    """
+
+    elastix_name = "DisplacementMagnitudePenalty"
+
+    def begin_level(self, context) -> None:
+        self.moving_mask = context.moving_mask_interpolator()
+
+    def value_and_gradient(self, transform, samples: Samples):
+        points = samples.points
+        displacement = transform.map(points) - points
+        counted = points.shape[0]
+        if self.moving_mask is not None:
+            inside = self.moving_mask(points + displacement).values[:, 0] > 0
+            displacement = displacement * inside[:, None].to(displacement.dtype)
+            counted = int(inside.sum())
+        scale = 1.0 / max(counted, 1)
+        value = float((displacement.double() ** 2).sum()) * scale
+        gradient = transform.parameter_gradient(points, displacement * (2.0 * scale))
+        return value, gradient.to(torch.float64), counted

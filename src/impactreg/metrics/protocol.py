@@ -4,11 +4,14 @@ Every metric and penalty is a component (installed by its elastix name in ``comp
 
     metric.begin_level(context)                      # read keys, load models, build what the level needs
     value, gradient, valid = metric.value_and_gradient(transform, samples)
-    metric.end_iteration(iteration)                  # after the optimiser's step of that iteration
+    metric.end_iteration(iteration)                  # after the optimiser's step of that iteration; True when
+                                                     # the metric now gives other values for the same inputs
 
 ``value`` is a float (lower is better), ``gradient`` d value / d transform parameters (P,) in
 float64, ``valid`` the number of samples that counted. The engine's cost is the weighted sum of
 its metrics; it never asks which kind it holds. Constructors take no arguments and do no I/O.
+A metric that is not evaluated at the samples (corresponding points, a penalty on the control
+grid) sets ``uses_samples = False``: its ``valid`` is not held against the sampler's count.
 """
 from __future__ import annotations
 
@@ -37,6 +40,8 @@ class LevelContext:
     device: torch.device
     base: Path | None = None  # folder of the parameter file, for relative model paths
     memory: MemoryBudget | None = None  # bytes batched and tiled work may hold at once (None: the default share)
+    fixed_points: torch.Tensor | None = None  # corresponding landmarks (N, D) in mm, float64: fixed space (-fp)
+    moving_points: torch.Tensor | None = None  # and moving space (-mp), row i corresponds to row i
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property
@@ -90,6 +95,7 @@ class Metric:
 
     elastix_name = ""
     keys: tuple[Key, ...] = ()
+    uses_samples = True  # evaluated at the sampler's points (its valid count must reach the required ratio)
 
     def begin_level(self, context: LevelContext) -> None:
         pass
@@ -97,8 +103,9 @@ class Metric:
     def value_and_gradient(self, transform, samples: Samples) -> tuple[float, torch.Tensor, int]:
         raise NotImplementedError
 
-    def end_iteration(self, iteration: int) -> None:
-        pass
+    def end_iteration(self, iteration: int) -> bool | None:
+        """After the optimiser's step; return True when values at the same parameters and samples change
+        from now on (e.g. refreshed feature maps), so that earlier evaluations are not reused."""
 
 
 class IntensityMetric(Metric):

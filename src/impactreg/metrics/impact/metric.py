@@ -41,5 +41,5 @@ class ImpactMetric(Metric):
     def value_and_gradient(self, transform, samples: Samples):
         return self.mode.value_and_gradient(transform, samples.points)
 
-    def end_iteration(self, iteration: int) -> None:
-        self.mode.end_iteration(iteration)
+    def end_iteration(self, iteration: int) -> bool | None:
+        return self.mode.end_iteration(iteration)

@@ -52,10 +52,11 @@ class StaticMode:
                 write_maps(out_dir, "Moving", self.level, k, s, resampled, maps)
         self.reference = transform
 
-    def end_iteration(self, iteration: int) -> None:
+    def end_iteration(self, iteration: int) -> bool:
         interval = self.inputs.config.update_interval
         if interval > 0 and (iteration + 1) % interval == 0:
             self.update_due = True
+        return self.update_due
 
     def value_and_gradient(self, transform, points: torch.Tensor):
         x = self.inputs
