@@ -111,16 +111,27 @@ def feature_grid(image_grid: Grid, direction: np.ndarray, voxel_size) -> Grid:
     return image_grid.with_voxel_size(v, direction)
 
 
+CHUNK = 1 << 20  # voxels whose validity is computed at once
+
+
 def input_validity(image_grid: Grid, mask: Image | None, grid: Grid) -> torch.Tensor:
     """(*grid.shape) bool: voxels of ``grid`` whose centre lies inside the image (ITK's rule) and
-    inside ``mask`` (nearest neighbour; any grid)."""
-    points = grid.voxel_points(dtype=torch.float64)
-    index = image_grid.world_to_index(points)
+    inside ``mask`` (nearest neighbour; any grid), computed slab by slab along the last axis."""
     upper = torch.tensor(image_grid.size, dtype=torch.float64) - 0.5
-    valid = ((index >= -0.5) & (index < upper)).all(dim=-1)
-    if mask is not None:
-        valid &= Interpolator(mask, order=0, dtype=torch.float64)(points).values[:, 0] > 0
-    return valid.reshape(grid.shape)
+    sampler = None if mask is None else Interpolator(mask, order=0, dtype=torch.float64)
+    plane = int(np.prod(grid.size[:-1]))
+    depth = max(1, CHUNK // plane)
+    slabs = []
+    for first in range(0, grid.size[-1], depth):
+        size = grid.size[:-1] + (min(depth, grid.size[-1] - first),)
+        slab = grid.region([0] * (grid.dim - 1) + [first], size)
+        points = slab.voxel_points(dtype=torch.float64)
+        u = image_grid.world_to_index(points)
+        inside = ((u >= -0.5) & (u < upper)).all(dim=-1)
+        if sampler is not None:
+            inside &= sampler(points).values[:, 0] > 0
+        slabs.append(inside.reshape(slab.shape))
+    return torch.cat(slabs, dim=0)
 
 
 def _any_invalid_in_blocks(invalid: torch.Tensor, stride: tuple[int, ...], shape: tuple[int, ...]) -> torch.Tensor:

@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from ...image import Image
-from ...interpolation import Interpolator
 from ...keys import Key
 from ...warp import resample
 from ..distances import DISTANCES
@@ -86,11 +85,11 @@ class StaticMode:
         """1 on the fixed grid where ``transform`` maps inside the moving image (and its mask), else 0."""
         x = self.inputs
         ones = Image(torch.ones((1,) + tuple(x.moving.grid.shape)), x.moving.grid, "float32")
+        inside = resample(ones, transform, x.fixed.grid, order=0, default=0.0, device=x.device)
         if x.moving_mask_image is not None:
-            mask = Interpolator(x.moving_mask_image, order=0, dtype=torch.float32)
-            ones = Image((mask(x.moving.grid.voxel_points(dtype=torch.float32)).values[:, 0] > 0)
-                         .to(torch.float32).reshape((1,) + tuple(x.moving.grid.shape)), x.moving.grid, "float32")
-        return resample(ones, transform, x.fixed.grid, order=0, default=0.0, device=x.device)
+            in_mask = resample(x.moving_mask_image, transform, x.fixed.grid, order=0, default=0.0, device=x.device)
+            inside = inside.with_data(inside.data * (in_mask.data > 0))
+        return inside
 
     def end_iteration(self, iteration: int) -> None:
         interval = self.inputs.config.update_interval
