@@ -147,3 +147,20 @@ def test_feature_maps_are_cubic_by_default(entries, order):
     metric = impact_metric(mind_map(**entries), 0, image, image, None, 1, torch.Generator())
     assert metric.mode.fixed_samplers[0][0].values.order == order
     assert metric.mode.moving_samplers[0][0].values.order == order
+
+
+def test_static_features_must_see_only_the_fixed_mask():
+    from impactreg.keys import LevelView
+    from impactreg.metrics.impact import ImpactMetric
+    from impactreg.metrics.protocol import LevelContext
+
+    image = blobs(12)
+    mask = torch.zeros(image.grid.shape, dtype=torch.bool)
+    mask[8:30, 10:36] = True  # y 8..29, x 10..35
+    metric = ImpactMetric()
+    metric.begin_level(LevelContext(LevelView(mind_map(), 0), image, image, mask, None, 3, torch.Generator(),
+                                    torch.device("cpu")))
+    points = grid_points(image)
+    _, _, valid = evaluate(metric, TranslationTransform(2), points)
+    region = crop(image, 10, 36, 8, 30)
+    assert valid == int(well_inside(region, points, MIND_REACH).sum()) > 50
