@@ -164,3 +164,40 @@ def test_static_features_must_see_only_the_fixed_mask():
     _, _, valid = evaluate(metric, TranslationTransform(2), points)
     region = crop(image, 10, 36, 8, 30)
     assert valid == int(well_inside(region, points, MIND_REACH).sum()) > 50
+
+
+class Oriented2D(torch.nn.Module):
+    """A new-signature model that reorients its input by ``direction`` (flips x when the x axis points
+    to -x, as TotalSegmentator's exports do) before an asymmetric convolution."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(1)
+        self.conv = torch.nn.Conv2d(1, 4, 3, padding=1)
+
+    def forward(self, x, nb_layers: torch.Tensor, stats: torch.Tensor, direction: torch.Tensor):
+        flip = bool(direction[0, 0] < 0)
+        if flip:
+            x = x.flip(-1)
+        y = torch.tanh(self.conv(x))
+        if flip:
+            y = y.flip(-1)
+        return [y]
+
+
+@pytest.mark.parametrize("mode,patch", [("Static", [0, 0]), ("Jacobian", [5, 5])])
+def test_models_that_reorient_see_both_images_along_the_same_axes(mode, patch, tmp_path):
+    path = tmp_path / "oriented.pt"
+    torch.jit.script(Oriented2D()).save(str(path))
+    image = blobs(13)
+    n, spacing = image.grid.size[0], image.grid.spacing[0]
+    origin = image.grid.origin + np.array([(n - 1) * spacing, 0.0])
+    flipped = Image(image.data.flip(-1).clone(), Grid(image.grid.size, image.grid.spacing, origin, np.diag([-1.0, 1.0])))
+    pm = ParameterMap({"ImpactModelsPath0": str(path), "ImpactDimension0": 2, "ImpactPatchSize0": patch,
+                       "ImpactVoxelSize0": [1, 1], "ImpactMode": mode, "ImpactNormalization0": "zscore",
+                       "ImpactSubsetFeatures0": 0})
+    metric = impact_metric(pm, 0, image, flipped, None, 3, torch.Generator().manual_seed(0))
+    points = grid_points(image, 2.0)
+    aligned = evaluate(metric, TranslationTransform(2), points)[0]
+    shifted = evaluate(metric, TranslationTransform(2, [1.5, 0.0]), points)[0]
+    assert aligned < 1e-3 * shifted

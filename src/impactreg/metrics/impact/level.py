@@ -35,7 +35,9 @@ class ImpactInputs:
         self.fixed_stats = image_stats(self.fixed.data).to(self.model_device)
         self.moving_stats = image_stats(self.moving.data).to(self.model_device)
         self.fixed_direction = self.fixed.grid.axis_direction()
-        self.moving_direction = self.moving.grid.axis_direction()
+        # Jacobian mode samples both patches along the fixed image's axes (the moving one at T(x + o)):
+        # a model that reorients by direction must see the same axes for both
+        self.moving_direction = self.fixed_direction
         self.fixed_mask_interpolator = (None if self.fixed_mask is None else
                                         Interpolator(self.fixed_mask, order=0, device=self.device, dtype=torch.float32))
 
