@@ -175,14 +175,20 @@ class Grid:
             shift = (factors - 1.0) / 2.0
         return Grid(tuple(int(v) for v in m), self.spacing * factors, self.index_to_world(shift), self.direction)
 
-    def with_voxel_size(self, voxel_size) -> "Grid":
-        """A grid over the same physical box with the given voxel size (mm), same direction:
-        size max(1, round(extent / voxel size)), first voxel box starting where this grid's does."""
+    def with_voxel_size(self, voxel_size, direction=None) -> "Grid":
+        """A grid of whole voxels of ``voxel_size`` mm inside this grid's physical box (the voxel boxes,
+        index -0.5 .. n - 0.5), along this grid's axes or those of ``direction``: per axis
+        max(1, floor(extent / voxel size)) voxels, centred in the box, so no voxel centre lies outside
+        it. Along another direction the box is the bounding box, in that direction's axes, of this
+        grid's box: exact for flips and permutations of the axes; an oblique one covers corners
+        outside this grid (for the caller to mark)."""
+        direction = self.direction if direction is None else np.asarray(direction, dtype=np.float64)
         v = np.broadcast_to(np.asarray(voxel_size, dtype=np.float64), (self.dim,))
-        extent = np.asarray(self.size) * self.spacing
-        size = np.maximum(1, np.round(extent / v)).astype(int)
-        origin = self.index_to_world(np.zeros(self.dim)) + self.direction @ ((v - self.spacing) / 2.0)
-        return Grid(tuple(int(s) for s in size), v, origin, self.direction)
+        along = self.extent_corners() @ np.linalg.inv(direction).T  # coordinates along the target axes
+        low, high = along.min(axis=0), along.max(axis=0)
+        size = np.maximum(1, np.floor((high - low) / v + 1e-6)).astype(int)
+        first = low + (high - low - size * v) / 2.0 + v / 2.0
+        return Grid(tuple(int(s) for s in size), v, direction @ first, direction)
 
     def control_grid(self, spacing_mm, order: int = 3, initial=None) -> "Grid":
         """The B-spline control grid elastix lays over this (fixed image) grid for a grid spacing in mm.
@@ -243,6 +249,14 @@ class Grid:
             return "(" + ", ".join(f"{v:.6g}" for v in np.ravel(a)) + ")"
         return (f"Grid(size={self.size}, spacing={fmt(self.spacing)}, origin={fmt(self.origin)}, "
                 f"direction={fmt(self.direction)})")
+
+
+def sizes_along(sizes, from_direction: np.ndarray, to_direction: np.ndarray) -> np.ndarray:
+    """Voxel sizes (mm) given along the axes of ``from_direction``, seen along each axis of
+    ``to_direction``: sqrt(sum_i ((f_i . t_j) s_i)^2); exact for flips and permutations of the axes."""
+    cosines = np.asarray(from_direction, dtype=np.float64).T @ np.asarray(to_direction, dtype=np.float64)  # (i, j)
+    s = np.asarray(sizes, dtype=np.float64).reshape(-1, 1)
+    return np.sqrt(((cosines * s) ** 2).sum(axis=0))
 
 
 def _read_only(array: np.ndarray) -> np.ndarray:

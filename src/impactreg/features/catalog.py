@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .mind import parse_mind_name
 
 HUB_REPOSITORY = "VBoussot/impact-torchscript-models"
@@ -20,19 +22,21 @@ class ModelInfo:
     normalization: str
     layers: tuple = field(default=())  # (channels, stride, receptive field) per output layer
     description: str = ""
+    orientation: str | None = None  # axes the network was trained along (e.g. "RAS"); None: any
 
 
 _TS_LAYERS = ((32, 1, 5), (64, 2, 11), (128, 4, 23), (256, 8, 47), (320, 16, 95), (320, 32, 191),
               (32, 1, 191), (0, 1, 191))
+_TS_AXES = "RAS"  # nnU-Net trains TotalSegmentator on images reoriented to the closest canonical (RAS) axes
 _TS_CT = "clip [-1024, 276] HU then (x + 370) / 436.6 (old exports; newer ones normalise inside)"
 
 CATALOG = [
-    ModelInfo("TS/M730", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT organs (default baseline)"),
-    ModelInfo("TS/M731", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT muscles"),
-    ModelInfo("TS/M732", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 3 mm"),
-    ModelInfo("TS/M733", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 6 mm"),
-    ModelInfo("TS/M258", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT lung vessels; " + _TS_CT),
-    ModelInfo("TS/M291", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT organs; " + _TS_CT),
+    ModelInfo("TS/M730", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT organs (default baseline)", _TS_AXES),
+    ModelInfo("TS/M731", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT muscles", _TS_AXES),
+    ModelInfo("TS/M732", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 3 mm", _TS_AXES),
+    ModelInfo("TS/M733", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT, 6 mm", _TS_AXES),
+    ModelInfo("TS/M258", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT lung vessels; " + _TS_CT, _TS_AXES),
+    ModelInfo("TS/M291", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT organs; " + _TS_CT, _TS_AXES),
     ModelInfo("SAM2.1/SAM2.1_Tiny", 2, 3, "imagenet", (), "SAM 2.1 image encoder (2D, RGB)"),
     ModelInfo("MIND/R<r>D<d>", 0, 1, "minmax", ((0, 1, 0),), "built in: MIND-SSC, 12 channels 3D / 4 channels 2D, "
               "field of view 2(r+d)+1; no weights needed"),
@@ -43,16 +47,43 @@ CATALOG = [
 DEFAULT_HALF_WIDTH = 16  # voxels of margin around a tile when a model's receptive field is unknown
 
 
+def find_model(name: str) -> ModelInfo | None:
+    """The catalogued family a model name (path, hub name or built-in name) belongs to, if any."""
+    if parse_mind_name(name) is not None:
+        return next(info for info in CATALOG if info.name.startswith("MIND/"))
+    for info in CATALOG:
+        family = info.name.split("/")[-1]
+        if info.dimension and family in name:
+            return info
+    return None
+
+
+_TOWARD = {"L": (0, 1.0), "R": (0, -1.0), "P": (1, 1.0), "A": (1, -1.0), "S": (2, 1.0), "I": (2, -1.0)}
+
+
+def orientation_direction(code: str) -> np.ndarray:
+    """The ITK (LPS) direction matrix of an orientation code such as "RAS" (array axis i points toward letter i)."""
+    direction = np.zeros((3, 3))
+    for axis, letter in enumerate(code.upper()):
+        world, sign = _TOWARD[letter]
+        direction[world, axis] = sign
+    return direction
+
+
 def receptive_half_width(extractor, layers: list[int]) -> int:
     """Voxels on each side of an output voxel that it sees (at the input's voxel size), for the
     selected ``layers``: MIND's r + d, a catalogued family's receptive field, else DEFAULT_HALF_WIDTH."""
-    mind = parse_mind_name(extractor.name)
+    known = catalogued_half_widths(extractor.name, layers)
+    return max(known) if known else DEFAULT_HALF_WIDTH
+
+
+def catalogued_half_widths(name: str, layers: list[int]) -> list[int] | None:
+    """Per selected layer, the half receptive field (voxels) the catalogue knows: MIND's r + d, a
+    catalogued family's (receptive field - 1) / 2; None when the model or a layer is unknown."""
+    mind = parse_mind_name(name)
     if mind is not None:
-        return mind.radius + mind.dilation
-    for info in CATALOG:
-        family = info.name.split("/")[-1]
-        if info.layers and family in extractor.name:
-            fields = [info.layers[i][2] for i in layers if i < len(info.layers)]
-            if fields:
-                return max(fields) // 2
-    return DEFAULT_HALF_WIDTH
+        return [mind.radius + mind.dilation for _ in layers]
+    info = find_model(name)
+    if info is None or not info.layers or any(i >= len(info.layers) for i in layers):
+        return None
+    return [info.layers[i][2] // 2 for i in layers]

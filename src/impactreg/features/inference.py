@@ -105,16 +105,19 @@ def run_model(extractor: FeatureExtractor, data: torch.Tensor, stats: torch.Tens
 
 
 def feature_maps(extractor: FeatureExtractor, image: Image, voxel_size, patch_size, layers_mask: str,
-                 stats: torch.Tensor, device, budget: MemoryBudget | None = None) -> tuple[Image, list[Image]]:
-    """The image resampled to ``voxel_size`` and each selected layer's feature map as an Image.
+                 stats: torch.Tensor, device, budget: MemoryBudget | None = None, grid=None,
+                 default: float = 0.0) -> tuple[Image, list[Image]]:
+    """The image resampled to ``voxel_size`` (or onto ``grid``; ``default`` outside the image) and each
+    selected layer's feature map as an Image. The model gets the direction of the grid it runs on.
 
     A 2D model on a 3D image runs slice by slice (along the image's third axis, whose spacing is kept)."""
-    voxel_size = tuple(voxel_size)
-    if len(voxel_size) == 2 and image.dim == 3:
-        voxel_size = voxel_size + (float(image.grid.spacing[2]),)
-    grid = image.grid.with_voxel_size(voxel_size)
-    resampled = resample_to_grid(image.to(device), grid, order=3, dtype=torch.float32)
-    direction = image.grid.axis_direction()
+    if grid is None:
+        voxel_size = tuple(voxel_size)
+        if len(voxel_size) == 2 and image.dim == 3:
+            voxel_size = voxel_size + (float(image.grid.spacing[2]),)
+        grid = image.grid.with_voxel_size(voxel_size)
+    resampled = resample_to_grid(image.to(device), grid, order=3, default=default, dtype=torch.float32)
+    direction = grid.axis_direction()
     layers = [i for i, c in enumerate(layers_mask) if c == "1"]
     data = resampled.data.to(device)
     tile = tuple(int(p) for p in reversed(tuple(patch_size)))  # x-y(-z) -> torch order

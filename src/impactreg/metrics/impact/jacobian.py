@@ -1,7 +1,7 @@
 """IMPACT Jacobian mode: around each sample x, a patch of PatchSize points VoxelSize mm apart along
 the fixed image's axes (for a 2D model on a 3D image: a random oblique plane per sample). The fixed
-patch is F(x + o), the moving patch M(T(x + o)); a sample counts only when its whole moving patch
-lies inside the moving image (and mask). Both go through the model; the centre voxel of each
+patch is F(x + o), the moving patch M(T(x + o)); a sample counts only when its whole fixed patch
+lies inside the fixed image (and mask) and its whole moving patch inside the moving image (and mask). Both go through the model; the centre voxel of each
 selected layer is compared on a random channel subset (the same for both images, redrawn each
 evaluation). The gradient is exact: autograd through the model gives d value / d M(T(x + o)),
 chained with the moving-image gradient and dT/dmu at every patch point.
@@ -102,15 +102,18 @@ class JacobianMode:
         return subsets[j]
 
     def _moving_samples(self, k: int, transform, patch_points: torch.Tensor, gradient: bool):
-        """(flat points, moving samples, keep (N,)): a sample counts when its whole moving patch is inside."""
+        """(flat points, moving samples, keep (N,)): a sample counts when its whole fixed patch lies inside
+        the fixed image (and mask) and its whole moving patch inside the moving image (and mask)."""
         x = self.inputs
         n, p, dim = patch_points.shape
         flat = patch_points.reshape(-1, dim)
         mapped = transform.map(flat)
         sampled = self.moving_interps[k](mapped, gradient=gradient)
-        inside = sampled.inside
+        inside = sampled.inside & self.fixed_interps[k].inside(flat)
         if x.moving_mask is not None:
             inside = inside & (x.moving_mask(mapped).values[:, 0] > 0)
+        if x.fixed_mask_interpolator is not None:
+            inside = inside & (x.fixed_mask_interpolator(flat).values[:, 0] > 0)
         return flat, sampled, inside.reshape(n, p).all(dim=1)
 
     def too_large(self, k: int) -> MemoryLimitError:

@@ -25,6 +25,9 @@ class ImpactInputs:
     generator: torch.Generator
     device: torch.device  # where points and transforms live
     memory: MemoryBudget | None = None  # the registration's budget (None: the default share)
+    fixed_mask: Image | None = None  # where fixed features and patches may reach (the fixed level grid)
+    moving_mask_image: Image | None = None  # the moving mask itself, for the validity of moving feature maps
+    feature_order: int = 3  # Static mode: B-spline order of the feature maps (the elastix metric's: 3)
 
     def __post_init__(self):
         self.model_device = self.config.device
@@ -32,7 +35,11 @@ class ImpactInputs:
         self.fixed_stats = image_stats(self.fixed.data).to(self.model_device)
         self.moving_stats = image_stats(self.moving.data).to(self.model_device)
         self.fixed_direction = self.fixed.grid.axis_direction()
-        self.moving_direction = self.moving.grid.axis_direction()
+        # Jacobian mode samples both patches along the fixed image's axes (the moving one at T(x + o)):
+        # a model that reorients by direction must see the same axes for both
+        self.moving_direction = self.fixed_direction
+        self.fixed_mask_interpolator = (None if self.fixed_mask is None else
+                                        Interpolator(self.fixed_mask, order=0, device=self.device, dtype=torch.float32))
 
     def subset(self, channels: int, wanted: int) -> torch.Tensor:
         """The channels compared this evaluation: all, or ``wanted`` drawn at random."""

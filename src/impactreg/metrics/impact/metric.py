@@ -5,16 +5,17 @@ import torch
 
 from ...errors import ParameterError
 from ...features.extractor import load_extractor
+from ...image import Image
 from ..protocol import LevelContext, Metric, Samples
 from .config import KEYS, impact_level
 from .jacobian import JacobianMode
 from .level import ImpactInputs
-from .static import StaticMode
+from .static import STATIC_KEYS, StaticMode, feature_map_order
 
 
 class ImpactMetric(Metric):
     elastix_name = "Impact"
-    keys = KEYS
+    keys = KEYS + STATIC_KEYS
 
     def __init__(self, downloader=None):
         self.downloader = downloader
@@ -33,9 +34,13 @@ class ImpactMetric(Metric):
             return [load_extractor(s.path, s.dimension, s.channels, s.normalization, config.device, context.base, **kwargs)
                     for s in settings]
 
+        fixed_mask = None
+        if context.fixed_mask is not None:
+            fixed_mask = Image(context.fixed_mask.to(torch.float32)[None], context.fixed.grid, "float32")
         inputs = ImpactInputs(config, load(config.fixed), load(config.moving), context.fixed, context.moving,
                               context.moving_mask_interpolator(), context.interpolation_order, context.generator,
-                              torch.device(context.device), context.memory)
+                              torch.device(context.device), context.memory, fixed_mask, context.moving_mask,
+                              feature_map_order(view))
         self.mode = JacobianMode(inputs) if config.mode == "Jacobian" else StaticMode(inputs, view.level)
 
     def value_and_gradient(self, transform, samples: Samples):
