@@ -11,7 +11,9 @@ Shared by tests/test_compat_maps.py and benchmarks/compat.py.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 import re
 import tempfile
 from dataclasses import dataclass
@@ -159,6 +161,17 @@ def classify(path: Path, exc: Exception, models: list[str], iterations_done: int
     return Outcome(path, "other", f"{type(exc).__name__}: {message}"[:400])
 
 
+@contextlib.contextmanager
+def _working_folder(folder: Path):
+    """Run in ``folder`` (a map's relative output paths, e.g. ImpactWriteFeatureMaps "./Features/", land there)."""
+    previous = os.getcwd()
+    os.chdir(folder)
+    try:
+        yield
+    finally:
+        os.chdir(previous)
+
+
 def run_map(path: Path, iterations: int = 2, out_dir: Path | None = None, quick: bool = True) -> Outcome:
     """Register the synthetic pair of the map's dimension with the map; the outcome."""
     models: list[str] = []
@@ -169,7 +182,7 @@ def run_map(path: Path, iterations: int = 2, out_dir: Path | None = None, quick:
     try:
         pm, models = prepare(path, iterations, quick)
         fixed, moving = synthetic_pair(fitted_grid(pm, map_dimension(path)))
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, _working_folder(Path(tmp)):  # maps write relative paths too
             impactreg.register(fixed, moving, [pm], out_dir=out_dir or Path(tmp) / "out", seed=1, threads=1,
                                callbacks=[done.append])
         return Outcome(path, "runs")

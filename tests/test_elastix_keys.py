@@ -148,6 +148,8 @@ def test_random_sample_region_draws_each_iteration_in_one_box_of_the_given_size(
         assert mask[tuple(np.round(index[:, ::-1]).astype(int).T)].all()
         boxes.append(points.min(axis=0))
     assert len({tuple(np.round(b, 3)) for b in boxes}) == 4  # a new box every draw
+    with sampler.estimating():  # elastix's ASGD estimation samples the whole image
+        assert np.ptp(sampler.sample().numpy(), axis=0)[0] > 40.0
     big = ParameterMap({"ImageSampler": "RandomCoordinate", "UseRandomSampleRegion": "true", "SampleRegionSize": 90.0})
     with pytest.raises(ParameterError, match="SampleRegionSize.*give a smaller SampleRegionSize"):
         RandomCoordinateSampler().begin_level(LevelView(big, 0), grid, None, torch.Generator(), "cpu", torch.float64)
@@ -313,3 +315,12 @@ def test_a_cyclic_bspline_is_refused_in_one_line_and_ignored_elsewhere():
                      "m.txt")
     pm = ParameterMap({"Transform": "AffineTransform", "Metric": "AdvancedMeanSquares", "UseCyclicTransform": "true"})
     assert "UseCyclicTransform" in pm.unused  # elastix reads it only for its B-spline transforms
+
+
+def test_a_random_sample_region_turns_adaptive_steps_off_as_elastix(caplog):
+    fixed, moving = _blob_pair()
+    with caplog.at_level(logging.WARNING, logger="impactreg"):
+        register(fixed, moving, _map(ImageSampler="RandomCoordinate", NewSamplesEveryIteration="true",
+                                     NumberOfSpatialSamples=200, UseRandomSampleRegion="true", SampleRegionSize=20.0,
+                                     MaximumNumberOfIterations=3), seed=1)
+    assert "UseAdaptiveStepSizes is turned off" in caplog.text

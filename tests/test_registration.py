@@ -133,7 +133,7 @@ def test_cli_register_and_bad_input(tmp_path, data_dir):
     ct = data_dir / "lung_ct" / "3DCT_lung_baseline_small.mha"
     cases = [
         (["-f", tmp_path / "missing.mha", "-m", moving, "-p", good], "no such file"),
-        (["-f", fixed, "-m", moving, "-p", typo], "did you mean 'MaximumNumberOfIterations'"),
+        (["-f", fixed, "-m", moving, "-p", typo, "--strict"], "did you mean 'MaximumNumberOfIterations'"),  # else a warning
         (["-f", fixed, "-m", ct, "-p", good], "2D and the moving image 3D"),
         (["-f", fixed, "-m", moving, "-p", good, "-fMask", empty_mask], "mask"),
         (["-f", fixed, "-m", far, "-p", good], "do not overlap"),

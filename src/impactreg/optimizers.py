@@ -6,6 +6,7 @@ and the scaled gradient of iteration k and returns the new scaled parameters.
 """
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Callable
@@ -17,6 +18,8 @@ from . import compute
 from .keys import NO_EFFECT, Key
 from .sampling import ImageSampler
 from .transforms.base import SparseJacobian
+
+log = logging.getLogger("impactreg")
 
 ZETA = 0.1  # elastix's SigmoidScaleFactor
 
@@ -55,6 +58,7 @@ class LevelSetup:
     noisy: bool  # whether the sampler draws new samples every iteration
     generator: torch.Generator
     evaluate: Callable | None = None  # evaluate(scaled params) -> (value, scaled gradient) on this iteration's samples
+    random_region: bool = False  # whether the sampler draws in a random sample region (UseRandomSampleRegion)
 
 
 _ITERATION_KEYS = (
@@ -172,6 +176,10 @@ class AdaptiveStochasticGradientDescent:
             settings.fmax, settings.fmin = view.get("SigmoidMax"), view.get("SigmoidMin")
             settings.omega = view.get("SigmoidScale")
         settings.adaptive = view.get("UseAdaptiveStepSizes")
+        if settings.adaptive and setup.random_region and setup.noisy:  # as elastix's SampleGradients
+            log.warning("UseAdaptiveStepSizes is turned off, because UseRandomSampleRegion is set to \"true\" "
+                        "(as elastix does)")
+            settings.adaptive = False
         if "SP_alpha" in view:
             settings.alpha = view.get("SP_alpha")
         return settings

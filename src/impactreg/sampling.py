@@ -7,6 +7,8 @@ to the number of samples, never to the image size.
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import torch
 
@@ -104,11 +106,19 @@ class Sampler:
         self.required_ratio = view.get("RequiredRatioOfValidSamples") if view.get("CheckNumberOfSamples") else 0.0
         self.attempts = view.get("MaximumNumberOfSamplingAttempts")
 
+    random_region = False  # whether draws fall in a random sample region (RandomCoordinate's UseRandomSampleRegion)
+
     def grid_spacing(self, view, dim: int) -> list[int]:
         return [2]
 
     def sample(self) -> torch.Tensor:
         return self.sampler.sample()
+
+    @contextlib.contextmanager
+    def estimating(self):
+        """While an optimiser estimates its settings from sampled gradients (elastix draws them over the whole
+        image then, without a random sample region)."""
+        yield
 
 
 class FullSampler(Sampler):
@@ -157,11 +167,21 @@ class RandomCoordinateSampler(RandomSampler):
         self.region = None
         if view.get("UseRandomSampleRegion"):
             self.region = SampleRegion(grid, mask, sample_region_size(view, grid), generator, device, dtype)
+        self.random_region = self.region is not None
+        self._whole_image = False
 
     def sample(self) -> torch.Tensor:
-        if self.region is None:
+        if self.region is None or self._whole_image:
             return super().sample()
         return self.region.sample(self.sampler.n)
+
+    @contextlib.contextmanager
+    def estimating(self):
+        self._whole_image = True
+        try:
+            yield
+        finally:
+            self._whole_image = False
 
 
 def sample_region_size(view, grid: Grid) -> np.ndarray:

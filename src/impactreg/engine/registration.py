@@ -176,9 +176,10 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         return float(value), g.cpu() / scales
 
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
-                       level.sampler.new_samples, run.generator, evaluate)
+                       level.sampler.new_samples, run.generator, evaluate, level.sampler.random_region)
     try:
-        settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
+        with level.sampler.estimating():
+            settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
     except TooFewSamples as exc:
         raise _too_few_samples_error(exc, stage, view.level, context.fixed.grid) from None
     iterations = view.get("MaximumNumberOfIterations")

@@ -153,12 +153,10 @@ class ParameterMap:
             if self.short_per_level_keys():
                 raise ParameterError(f"{self.source + ': ' if self.source else ''}{self.short_per_level_keys()} "
                                      f"(--strict refuses this: give one value or one per level)")
-        text = self.ignored_text()
-        if text:
-            log.warning("%signored, as elastix ignores them: %s", f"{self.source}: " if self.source else "", text)
-        short = self.short_per_level_keys()
-        if short:
-            log.warning("%s%s", f"{self.source}: " if self.source else "", short)
+        parts = [f"ignored, as elastix ignores them: {text}" if (text := self.ignored_text()) else "",
+                 self.short_per_level_keys()]
+        if any(parts):
+            log.warning("%s%s", f"{self.source}: " if self.source else "", "; ".join(p for p in parts if p))
 
     # construction ------------------------------------------------------------------------
 
