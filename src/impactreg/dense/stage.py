@@ -9,7 +9,6 @@ u(s(x)) = A(x + v(x)) - A(x) and refines u directly, so the transform written is
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -134,28 +133,14 @@ def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial,
     return transform, values, info
 
 
-def run_dense_stage(index: int, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows: list):
-    """A whole dense stage as the driver's StageResult (one 'level': the Adam iterations)."""
-    from ..engine.outputs import IterationInfo
-    from ..engine.registration import LevelResult, StageResult
-
+def run_dense_stage(pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, on_iteration=None):
+    """A whole dense stage: (the final transform, initial transform composed, the Adam losses, settings)."""
     if pm.get("Transform") != "DeformationFieldTransform":
         raise ParameterError("(Registration \"DenseRegistration\") optimises (Transform \"DeformationFieldTransform\"); "
                              f"got (Transform \"{pm.get('Transform')}\")")
-    start_time = time.perf_counter()
-
-    def on_iteration(k, value, metric_values, gradient_norm, valid, seconds):
-        info = IterationInfo(index, 0, k, value, metric_values, components.optimizer.settings(pm).learning_rate,
-                             gradient_norm, valid, seconds)
-        rows.append(info)
-        for callback in run.callbacks:
-            callback(info)
-
     base = Path(pm.source).parent if pm.source and Path(pm.source).is_file() else None
     current, values, info = run_dense(pm, fixed, moving, fixed_mask, moving_mask, initial, components.optimizer,
                                       run.device, base, run.memory, run.progress, on_iteration)
     how = pm.get("HowToCombineTransforms")
     final = current if initial is None else CombinationTransform(initial, current, how)
-    seconds = time.perf_counter() - start_time
-    level = LevelResult(0, len(values), seconds, values, info)
-    return StageResult(index, final, [level], seconds, pm)
+    return final, values, info
