@@ -84,13 +84,13 @@ def coarse_offsets(features: DenseFeatures, moving_maps, moving_valid, settings,
 
 
 def field_grid(pm, fixed: Image, features: DenseFeatures, initial, how: str) -> Grid:
-    """The grid of the written field: fixed-image axes, DeformationFieldSpacing (default: the feature grid's),
-    covering s(fixed image box) with a margin."""
+    """The grid of the written field: fixed-image axes, DeformationFieldSpacing (default: twice the feature
+    grid's, as ConvexAdam optimises its field at half resolution), covering s(fixed image box) with a margin."""
     dim = fixed.dim
     spacing = pm.values("DeformationFieldSpacing")
     if spacing is not None and len(spacing) not in (1, dim):
         raise ParameterError(f"(DeformationFieldSpacing ...) needs 1 or {dim} values, got {len(spacing)}")
-    spacing = np.broadcast_to(np.asarray(spacing if spacing else features.grid.spacing, dtype=np.float64), (dim,))
+    spacing = np.broadcast_to(np.asarray(spacing if spacing else 2 * features.grid.spacing, dtype=np.float64), (dim,))
     box = np.concatenate([fixed.grid.extent_corners(), fixed.grid.shrunk(4, centred=True).border_voxel_points()])
     if initial is not None and how == "Compose":
         box = _map(initial, torch.from_numpy(box)).numpy()
@@ -107,8 +107,8 @@ def initial_field(grid: Grid, coarse: Grid, offsets: torch.Tensor, initial, how:
     return u.T.reshape(grid.dim, *grid.shape).to(torch.float32)
 
 
-def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial, optimizer, device, base=None,
-              memory=None, progress=None, on_iteration=None):
+def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial, optimizer, device, generator,
+              base=None, memory=None, progress=None, on_iteration=None):
     """(the stage's DeformationFieldTransform, the Adam losses, settings for the log)."""
     metric = pm.values("Metric")[0]
     settings = optimizer.settings(pm)
@@ -126,7 +126,7 @@ def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial,
     u0 = initial_field(u_grid, coarse, offsets, initial, how)
     where = start if how == "Compose" else x
     points = fine_points(features, start, where, u_grid)
-    u, values = adam_refine(u0, u_grid, points, features, settings, progress, on_iteration)
+    u, values = adam_refine(u0, u_grid, points, features, settings, generator, progress, on_iteration)
     order = pm.get("DeformationFieldInterpolationOrder")
     transform = DeformationFieldTransform(Image(u, u_grid), order)
     info = {"feature voxels": grid.num_voxels, "coarse voxels": coarse.num_voxels, "field voxels": u_grid.num_voxels}
@@ -140,7 +140,7 @@ def run_dense_stage(pm, components, fixed, moving, fixed_mask, moving_mask, init
                              f"got (Transform \"{pm.get('Transform')}\")")
     base = Path(pm.source).parent if pm.source and Path(pm.source).is_file() else None
     current, values, info = run_dense(pm, fixed, moving, fixed_mask, moving_mask, initial, components.optimizer,
-                                      run.device, base, run.memory, run.progress, on_iteration)
+                                      run.device, run.generator, base, run.memory, run.progress, on_iteration)
     how = pm.get("HowToCombineTransforms")
     final = current if initial is None else CombinationTransform(initial, current, how)
     return final, values, info
