@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import impactreg
+import impactreg.evaluation
 from impactreg.dense.costvolume import cost_volume, coupled_convex, voxel_distance, window
 from impactreg.dense.features import DenseFeatures, FeaturePair
 from impactreg.dense.adam import moving_samples
@@ -182,6 +183,12 @@ def test_known_deformation_recovered_on_the_lung_ct(lung_case, tmp_path):
     assert (tmp_path / "out" / "DeformationFieldImage.0.mha").is_file()
     jac = impactreg.warp.jacobian_determinant(result.transform, fixed.grid)
     assert float(jac.data.min()) > 0
+    for name, values in (("fixed.csv", points), ("moving.csv", truth.map(points))):
+        (tmp_path / name).write_text("x,y,z\n" + "\n".join(",".join(f"{v:.6f}" for v in p) for p in values.tolist()))
+    summary = impactreg.evaluation.evaluate(tmp_path / "out" / "TransformParameters.0.txt", tmp_path / "fixed.csv",
+                                 tmp_path / "moving.csv")
+    assert summary["tre"]["mean"] == pytest.approx(float(after), abs=1e-3)
+    assert summary["jacobian"]["folded_fraction"] == 0
 
 
 def test_masks_and_field_of_view(lung_case):
