@@ -212,3 +212,27 @@ def test_same_seed_same_field(lung_case):
     first = impactreg.register(fixed, moving, maps, seed=3).transform
     second = impactreg.register(fixed, moving, maps, seed=3).transform
     assert torch.equal(first.field.data, second.field.data)
+
+
+def test_plain_intensities_in_2d_recover_a_translation():
+    g = torch.Generator().manual_seed(7)
+    grid = Grid((64, 56), [1.5, 1.5], [10.0, -20.0], np.eye(2))
+    blobs = impactreg.filters.gaussian_smooth(Image(torch.rand(1, *grid.shape, generator=g) * 100, grid), 3.0)
+    shift = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    moving = Image(impactreg.interpolation.sample(blobs, grid.voxel_points() - shift, order=3).values.T
+                   .reshape(1, *grid.shape).float(), grid)  # moving(x + shift) = fixed(x)
+    pm = ParameterMap.from_text("""(Registration "DenseRegistration")
+(Transform "DeformationFieldTransform")
+(Optimizer "ConvexAdam")
+(Metric "AdvancedMeanSquares")
+(ConvexGridSpacing 3)
+(ConvexSearchRadius 3)
+(AdamIterations 30)
+(AdamLearningRate 0.2)
+(NumberOfResolutions 1)
+""", "2D intensities")
+    result = impactreg.register(blobs, moving, [pm], seed=0)
+    inner = grid.voxel_points().reshape(56, 64, 2)[12:-12, 12:-12].reshape(-1, 2)
+    found = result.transform.map(inner) - inner
+    np.testing.assert_allclose(found.mean(0).numpy(), shift.numpy(), atol=0.3)
+    assert float((found - shift).norm(dim=1).max()) < 1.0

@@ -36,7 +36,7 @@ class FinePoints:
         n = self.start.shape[0]
         if count <= 0 or count >= n:
             return self
-        pick = torch.randint(n, (count,), generator=generator)
+        pick = torch.randint(n, (count,), generator=generator).to(self.start.device)
         return FinePoints(self.start[pick], self.field_index[pick], [f[:, pick] for f in self.fixed])
 
 
@@ -73,7 +73,7 @@ def regularization(u: torch.Tensor, grid: Grid, kind: str) -> torch.Tensor:
 
 def moving_samples(features: DenseFeatures, mapped: torch.Tensor):
     """Per pair the moving features (C, N) at mapped points, and (N,) bool where every sample counts."""
-    valid = torch.ones(mapped.shape[0], dtype=torch.bool)
+    valid = torch.ones(mapped.shape[0], dtype=torch.bool, device=mapped.device)
     values = []
     for pair in features.pairs:
         index = pair.moving.grid.world_to_index(mapped)
@@ -104,7 +104,7 @@ def adam_refine(initial_params: torch.Tensor, grid: Grid, points: FinePoints, fe
         mapped = draw.start + sample_at_index(u, draw.field_index).T
         moving, valid = moving_samples(features, mapped)
         n_valid = int(valid.sum())
-        similarity = torch.zeros((), dtype=torch.float32)
+        similarity = torch.zeros((), dtype=torch.float32, device=mapped.device)
         if n_valid >= 2:
             for pair, f, m in zip(features.pairs, draw.fixed, moving):
                 similarity = similarity + pair.weight * DISTANCES[pair.distance](f[:, valid].T, m[:, valid].T)

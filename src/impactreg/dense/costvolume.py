@@ -57,7 +57,7 @@ def cost_volume(fixed: list[torch.Tensor], moving: list[torch.Tensor], moving_va
     side = 2 * radius + 1
     pad = [radius] * (2 * dim)
     valid_pad = F.pad(moving_valid[None].float(), pad)[0]
-    total = torch.zeros((side ** dim,) + shape, dtype=torch.float32)
+    total = torch.zeros((side ** dim,) + shape, dtype=torch.float32, device=fixed[0].device)
     valid_all = _shifted(valid_pad[None], radius, dim)[0].reshape((side ** dim,) + shape) > 0.5
     for f, m, name, w in zip(fixed, moving, distances, weights):
         views = _shifted(F.pad(m[None], pad, mode="replicate")[0], radius, dim)  # (C, *window, *shape) view
@@ -94,7 +94,7 @@ def coupled_convex(cost: torch.Tensor, radius: int, couplings: list[float]) -> t
     field smoothed (3-voxel boxes) and each voxel's argmin of cost + lambda |d - smoothed|^2 for each
     coupling weight lambda in turn. Ties prefer the smallest displacement."""
     dim = cost.dim() - 1
-    offsets = window(radius, dim)  # (K, D)
+    offsets = window(radius, dim, device=cost.device)  # (K, D)
     length = (offsets ** 2).sum(1)
     tie = 1e-6 * length.reshape(-1, *([1] * dim))
     pick = (cost + tie).argmin(0)
@@ -112,7 +112,7 @@ def compose_offsets(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """outer sampled at x + inner(x): (D, *shape) index offsets, linear, borders clamped."""
     shape = tuple(inner.shape[1:])
     dim = len(shape)
-    axes = [torch.arange(n, dtype=inner.dtype) for n in shape]
+    axes = [torch.arange(n, dtype=inner.dtype, device=inner.device) for n in shape]
     index = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], 0)  # (D, *shape) x-y-z
     at = (index + inner).reshape(dim, -1).T
     return sample_at_index(outer, at).reshape(dim, *shape)

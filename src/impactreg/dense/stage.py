@@ -32,13 +32,14 @@ def _map(transform, points: torch.Tensor) -> torch.Tensor:
     if transform is None:
         return points
     with torch.no_grad():
+        transform = transform.to(points.device)
         return torch.cat([transform.map(points[i:i + CHUNK]) for i in range(0, points.shape[0], CHUNK)])
 
 
 def _warped_moving(features: DenseFeatures, start: torch.Tensor):
     """The moving maps sampled at A(x) for every voxel x of the fixed feature grid, and where they are valid."""
     grid = features.grid
-    valid = torch.ones(start.shape[0], dtype=torch.bool)
+    valid = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
     maps = []
     for pair in features.pairs:
         index = pair.moving.grid.world_to_index(start)
@@ -99,8 +100,8 @@ def field_grid(pm, fixed: Image, features: DenseFeatures, initial, how: str) -> 
 
 def initial_field(grid: Grid, coarse: Grid, offsets: torch.Tensor, initial, how: str) -> torch.Tensor:
     """u on ``grid`` (D, *shape) mm with u(s(x)) = A(x + v(x)) - A(x) for the coarse offsets v."""
-    y = grid.voxel_points()
-    x = y if initial is None or how != "Compose" else initial.inverse_map(y)
+    y = grid.voxel_points(device=offsets.device)
+    x = y if initial is None or how != "Compose" else initial.to(y.device).inverse_map(y)
     world = index_offsets_to_world(coarse, offsets.to(torch.float64))
     v = sample_at_index(world, coarse.world_to_index(x)).T
     u = _map(initial, x + v) - _map(initial, x)
@@ -115,7 +116,7 @@ def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial,
     how = pm.get("HowToCombineTransforms")
     features = dense_features(pm, metric, fixed, moving, fixed_mask, moving_mask, device, base, memory)
     grid = features.grid
-    x = grid.voxel_points()
+    x = grid.voxel_points(device=torch.device(device))
     start = _map(initial, x)
     moving_maps, moving_valid = _warped_moving(features, start)
     if not bool((moving_valid & features.fixed_valid).any()):
