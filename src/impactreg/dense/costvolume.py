@@ -51,7 +51,8 @@ def cost_volume(fixed: list[torch.Tensor], moving: list[torch.Tensor], moving_va
                 distances: list[str], weights: list[float], radius: int) -> torch.Tensor:
     """cost[k, v] = sum_p w_p d_p(fixed_p[:, v], moving_p[:, v + offset_k]) for every voxel v and window
     offset k (``window`` order). Shifts that leave the arrays or land where ``moving_valid`` is false cost
-    as much as the worst valid shift of that voxel (a voxel without any valid shift costs 0 everywhere)."""
+    the mean of that voxel's valid shifts, so they neither attract nor repel (a voxel without any valid
+    shift costs 0 everywhere)."""
     shape = tuple(fixed[0].shape[1:])
     dim = len(shape)
     side = 2 * radius + 1
@@ -65,9 +66,9 @@ def cost_volume(fixed: list[torch.Tensor], moving: list[torch.Tensor], moving_va
         for first in range(side):  # one plane of the window at a time bounds the memory
             planes.append(voxel_distance(name, f.reshape(f.shape[0], *([1] * (dim - 1)), *shape), views[:, first]))
         total += w * torch.stack(planes).reshape((side ** dim,) + shape)
-    worst = torch.where(valid_all, total, torch.full_like(total, -torch.inf)).amax(0, keepdim=True)
-    worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))
-    return torch.where(valid_all, total, worst.expand_as(total))
+    count = valid_all.sum(0, keepdim=True)
+    mean = torch.where(valid_all, total, torch.zeros_like(total)).sum(0, keepdim=True) / count.clamp_min(1)
+    return torch.where(valid_all, total, mean.expand_as(total))
 
 
 def _shifted(padded: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
