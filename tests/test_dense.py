@@ -236,3 +236,24 @@ def test_plain_intensities_in_2d_recover_a_translation():
     found = result.transform.map(inner) - inner
     np.testing.assert_allclose(found.mean(0).numpy(), shift.numpy(), atol=0.3)
     assert float((found - shift).norm(dim=1).max()) < 1.0
+
+
+def test_scaling_and_squaring_and_regularisers():
+    from impactreg.dense.adam import field_from_parameters, regularization
+    from impactreg.dense.components import ConvexAdam
+
+    grid = Grid((10, 9, 8), [2.0, 3.0, 4.0], [0.0] * 3, _rotation(20))
+    pm = ParameterMap.from_text("(DenseDiffeomorphic \"true\")\n(AdamFieldSmoothing 0)\n(NumberOfResolutions 1)", "x")
+    settings = ConvexAdam().settings(pm)
+    constant = torch.tensor([1.5, -2.0, 0.5]).reshape(3, 1, 1, 1).expand(3, 8, 9, 10).contiguous()
+    torch.testing.assert_close(field_from_parameters(constant, grid, settings), constant)  # exp(v) = v for constants
+    # a small rotation-like velocity: exp(v) differs from v at second order
+    p = grid.voxel_points().float()
+    centre = p.mean(0)
+    v = 0.05 * torch.stack([-(p[:, 1] - centre[1]), p[:, 0] - centre[0], torch.zeros(len(p))], 0).reshape(3, 8, 9, 10)
+    u = field_from_parameters(v, grid, settings)
+    assert 0 < float((u - v)[:, 2:-2, 2:-2, 2:-2].abs().max()) < 0.1
+    index = grid.voxel_indices().float().T.reshape(3, 8, 9, 10)
+    linear = index * torch.tensor([0.1, 0.2, 0.3]).reshape(3, 1, 1, 1)
+    assert float(regularization(linear, grid, "Bending")) == pytest.approx(0.0, abs=1e-9)
+    assert float(regularization(linear, grid, "Diffusion")) > 0
