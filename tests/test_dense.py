@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import impactreg
+import impactreg.evaluation
 from impactreg.dense.costvolume import cost_volume, coupled_convex, voxel_distance, window
 from impactreg.dense.features import DenseFeatures, FeaturePair
 from impactreg.dense.adam import moving_samples
@@ -113,10 +114,10 @@ def test_cost_volume_matches_direct_evaluation():
                 f, m = fixed[:, z, y, x], moving[:, zz, yy, xx]
                 expected = float(voxel_distance("L1", f, m) + 0.5 * voxel_distance("Cosine", f, m))
                 assert float(cost[k, z, y, x]) == pytest.approx(expected, abs=1e-6)
-    # shifts leaving the array or the valid region cost as much as the voxel's worst valid shift
-    z, y, x = 0, 0, 0
+    # shifts leaving the array or the valid region cost the mean of the voxel's valid shifts
     k_out = next(k for k, o in enumerate(offsets.tolist()) if o == [-1, -1, -1])
-    assert float(cost[k_out, z, y, x]) == pytest.approx(float(cost[:, z, y, x].max()))
+    inside = [k for k, (dx, dy, dz) in enumerate(offsets.tolist()) if min(dx, dy, dz) >= 0 and bool(valid[dz, dy, dx])]
+    assert float(cost[k_out, 0, 0, 0]) == pytest.approx(float(cost[inside, 0, 0, 0].mean()), abs=1e-6)
 
 
 def test_coupled_convex_finds_a_shift():
@@ -182,6 +183,12 @@ def test_known_deformation_recovered_on_the_lung_ct(lung_case, tmp_path):
     assert (tmp_path / "out" / "DeformationFieldImage.0.mha").is_file()
     jac = impactreg.warp.jacobian_determinant(result.transform, fixed.grid)
     assert float(jac.data.min()) > 0
+    for name, values in (("fixed.csv", points), ("moving.csv", truth.map(points))):
+        (tmp_path / name).write_text("x,y,z\n" + "\n".join(",".join(f"{v:.6f}" for v in p) for p in values.tolist()))
+    summary = impactreg.evaluation.evaluate(tmp_path / "out" / "TransformParameters.0.txt", tmp_path / "fixed.csv",
+                                 tmp_path / "moving.csv")
+    assert summary["tre"]["mean"] == pytest.approx(float(after), abs=1e-3)
+    assert summary["jacobian"]["folded_fraction"] == 0
 
 
 def test_masks_and_field_of_view(lung_case):
@@ -205,3 +212,48 @@ def test_same_seed_same_field(lung_case):
     first = impactreg.register(fixed, moving, maps, seed=3).transform
     second = impactreg.register(fixed, moving, maps, seed=3).transform
     assert torch.equal(first.field.data, second.field.data)
+
+
+def test_plain_intensities_in_2d_recover_a_translation():
+    g = torch.Generator().manual_seed(7)
+    grid = Grid((64, 56), [1.5, 1.5], [10.0, -20.0], np.eye(2))
+    blobs = impactreg.filters.gaussian_smooth(Image(torch.rand(1, *grid.shape, generator=g) * 100, grid), 3.0)
+    shift = torch.tensor([3.0, -2.0], dtype=torch.float64)
+    moving = Image(impactreg.interpolation.sample(blobs, grid.voxel_points() - shift, order=3).values.T
+                   .reshape(1, *grid.shape).float(), grid)  # moving(x + shift) = fixed(x)
+    pm = ParameterMap.from_text("""(Registration "DenseRegistration")
+(Transform "DeformationFieldTransform")
+(Optimizer "ConvexAdam")
+(Metric "AdvancedMeanSquares")
+(ConvexGridSpacing 3)
+(ConvexSearchRadius 3)
+(AdamIterations 30)
+(AdamLearningRate 0.2)
+(NumberOfResolutions 1)
+""", "2D intensities")
+    result = impactreg.register(blobs, moving, [pm], seed=0)
+    inner = grid.voxel_points().reshape(56, 64, 2)[12:-12, 12:-12].reshape(-1, 2)
+    found = result.transform.map(inner) - inner
+    np.testing.assert_allclose(found.mean(0).numpy(), shift.numpy(), atol=0.3)
+    assert float((found - shift).norm(dim=1).max()) < 1.0
+
+
+def test_scaling_and_squaring_and_regularisers():
+    from impactreg.dense.adam import field_from_parameters, regularization
+    from impactreg.dense.components import ConvexAdam
+
+    grid = Grid((10, 9, 8), [2.0, 3.0, 4.0], [0.0] * 3, _rotation(20))
+    pm = ParameterMap.from_text("(DenseDiffeomorphic \"true\")\n(AdamFieldSmoothing 0)\n(NumberOfResolutions 1)", "x")
+    settings = ConvexAdam().settings(pm)
+    constant = torch.tensor([1.5, -2.0, 0.5]).reshape(3, 1, 1, 1).expand(3, 8, 9, 10).contiguous()
+    torch.testing.assert_close(field_from_parameters(constant, grid, settings), constant)  # exp(v) = v for constants
+    # a small rotation-like velocity: exp(v) differs from v at second order
+    p = grid.voxel_points().float()
+    centre = p.mean(0)
+    v = 0.05 * torch.stack([-(p[:, 1] - centre[1]), p[:, 0] - centre[0], torch.zeros(len(p))], 0).reshape(3, 8, 9, 10)
+    u = field_from_parameters(v, grid, settings)
+    assert 0 < float((u - v)[:, 2:-2, 2:-2, 2:-2].abs().max()) < 0.1
+    index = grid.voxel_indices().float().T.reshape(3, 8, 9, 10)
+    linear = index * torch.tensor([0.1, 0.2, 0.3]).reshape(3, 1, 1, 1)
+    assert float(regularization(linear, grid, "Bending")) == pytest.approx(0.0, abs=1e-9)
+    assert float(regularization(linear, grid, "Diffusion")) > 0

@@ -31,6 +31,14 @@ class FinePoints:
     field_index: torch.Tensor  # (N, D) continuous index of s(x) in the field grid
     fixed: list[torch.Tensor]  # per feature pair, (C, N) fixed features at x
 
+    def draw(self, count: int, generator: torch.Generator) -> "FinePoints":
+        """``count`` of the points drawn uniformly (with replacement; all of them when count is 0 or too large)."""
+        n = self.start.shape[0]
+        if count <= 0 or count >= n:
+            return self
+        pick = torch.randint(n, (count,), generator=generator).to(self.start.device)
+        return FinePoints(self.start[pick], self.field_index[pick], [f[:, pick] for f in self.fixed])
+
 
 def fine_points(features: DenseFeatures, start: torch.Tensor, where: torch.Tensor, field_grid: Grid) -> FinePoints:
     keep = features.fixed_valid.reshape(-1)
@@ -65,7 +73,7 @@ def regularization(u: torch.Tensor, grid: Grid, kind: str) -> torch.Tensor:
 
 def moving_samples(features: DenseFeatures, mapped: torch.Tensor):
     """Per pair the moving features (C, N) at mapped points, and (N,) bool where every sample counts."""
-    valid = torch.ones(mapped.shape[0], dtype=torch.bool)
+    valid = torch.ones(mapped.shape[0], dtype=torch.bool, device=mapped.device)
     values = []
     for pair in features.pairs:
         index = pair.moving.grid.world_to_index(mapped)
@@ -80,9 +88,10 @@ def moving_samples(features: DenseFeatures, mapped: torch.Tensor):
 
 
 def adam_refine(initial_params: torch.Tensor, grid: Grid, points: FinePoints, features: DenseFeatures,
-                settings: DenseSettings, progress: Callable | None = None, on_iteration: Callable | None = None,
-                ) -> tuple[torch.Tensor, list[float]]:
-    """(the displacement field (D, *shape) mm after Adam, the loss of every iteration)."""
+                settings: DenseSettings, generator: torch.Generator, progress: Callable | None = None,
+                on_iteration: Callable | None = None) -> tuple[torch.Tensor, list[float]]:
+    """(the displacement field (D, *shape) mm after Adam, the loss of every iteration). With
+    ``settings.samples`` > 0 each iteration uses that many of the points, drawn with ``generator``."""
     params = initial_params.clone().to(torch.float32).requires_grad_(True)
     optimizer = torch.optim.Adam([params], lr=settings.learning_rate)
     values: list[float] = []
@@ -91,12 +100,13 @@ def adam_refine(initial_params: torch.Tensor, grid: Grid, points: FinePoints, fe
     for k in range(settings.iterations):
         optimizer.zero_grad()
         u = field_from_parameters(params, grid, settings)
-        mapped = points.start + sample_at_index(u, points.field_index).T
+        draw = points.draw(settings.samples, generator)
+        mapped = draw.start + sample_at_index(u, draw.field_index).T
         moving, valid = moving_samples(features, mapped)
         n_valid = int(valid.sum())
-        similarity = torch.zeros((), dtype=torch.float32)
+        similarity = torch.zeros((), dtype=torch.float32, device=mapped.device)
         if n_valid >= 2:
-            for pair, f, m in zip(features.pairs, points.fixed, moving):
+            for pair, f, m in zip(features.pairs, draw.fixed, moving):
                 similarity = similarity + pair.weight * DISTANCES[pair.distance](f[:, valid].T, m[:, valid].T)
         penalty = regularization(u, grid, settings.regularizer)
         loss = similarity + settings.regularization_weight * penalty

@@ -38,6 +38,7 @@ class DenseSettings:
     symmetric: bool
     consistency_iterations: int
     iterations: int  # Adam
+    samples: int  # Adam: voxels drawn per iteration, 0 = all
     learning_rate: float  # mm
     smoothing: int  # box-filter passes applied to the Adam parameters
     regularizer: str
@@ -67,6 +68,8 @@ class ConvexAdam:
         Key("ConvexInverseConsistencyIterations", "int", 15, "ConvexAdam: inverse-consistency iterations", minimum=0),
         Key("AdamIterations", "int", 100, "ConvexAdam: Adam iterations on the displacement field (0: coarse only)",
             minimum=0),
+        Key("AdamNumberOfSamples", "int", 0, "ConvexAdam: fixed feature voxels drawn (seeded) each Adam iteration "
+            "(0: every voxel in the fixed mask)", minimum=0),
         Key("AdamLearningRate", "float", 0.5, "ConvexAdam: Adam step size in mm", minimum=0, exclusive_minimum=True),
         Key("AdamFieldSmoothing", "int", 2, "ConvexAdam: 3-voxel box filters applied to the optimised field",
             minimum=0),
@@ -84,7 +87,7 @@ class ConvexAdam:
         return DenseSettings(pm.get("ConvexGridSpacing"), pm.get("ConvexSearchRadius"),
                              [float(c) for c in couplings] if couplings else [0.003, 0.01, 0.03, 0.1, 0.3, 1.0],
                              pm.get("ConvexSymmetric"), pm.get("ConvexInverseConsistencyIterations"),
-                             pm.get("AdamIterations"), pm.get("AdamLearningRate"), pm.get("AdamFieldSmoothing"),
+                             pm.get("AdamIterations"), pm.get("AdamNumberOfSamples"), pm.get("AdamLearningRate"), pm.get("AdamFieldSmoothing"),
                              pm.get("DenseRegularization"), pm.get("DenseRegularizationWeight"),
                              pm.get("DenseDiffeomorphic"), pm.get("DenseScalingAndSquaringSteps"))
 

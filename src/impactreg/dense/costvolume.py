@@ -51,13 +51,14 @@ def cost_volume(fixed: list[torch.Tensor], moving: list[torch.Tensor], moving_va
                 distances: list[str], weights: list[float], radius: int) -> torch.Tensor:
     """cost[k, v] = sum_p w_p d_p(fixed_p[:, v], moving_p[:, v + offset_k]) for every voxel v and window
     offset k (``window`` order). Shifts that leave the arrays or land where ``moving_valid`` is false cost
-    as much as the worst valid shift of that voxel (a voxel without any valid shift costs 0 everywhere)."""
+    the mean of that voxel's valid shifts, so they neither attract nor repel (a voxel without any valid
+    shift costs 0 everywhere)."""
     shape = tuple(fixed[0].shape[1:])
     dim = len(shape)
     side = 2 * radius + 1
     pad = [radius] * (2 * dim)
     valid_pad = F.pad(moving_valid[None].float(), pad)[0]
-    total = torch.zeros((side ** dim,) + shape, dtype=torch.float32)
+    total = torch.zeros((side ** dim,) + shape, dtype=torch.float32, device=fixed[0].device)
     valid_all = _shifted(valid_pad[None], radius, dim)[0].reshape((side ** dim,) + shape) > 0.5
     for f, m, name, w in zip(fixed, moving, distances, weights):
         views = _shifted(F.pad(m[None], pad, mode="replicate")[0], radius, dim)  # (C, *window, *shape) view
@@ -65,9 +66,9 @@ def cost_volume(fixed: list[torch.Tensor], moving: list[torch.Tensor], moving_va
         for first in range(side):  # one plane of the window at a time bounds the memory
             planes.append(voxel_distance(name, f.reshape(f.shape[0], *([1] * (dim - 1)), *shape), views[:, first]))
         total += w * torch.stack(planes).reshape((side ** dim,) + shape)
-    worst = torch.where(valid_all, total, torch.full_like(total, -torch.inf)).amax(0, keepdim=True)
-    worst = torch.where(torch.isfinite(worst), worst, torch.zeros_like(worst))
-    return torch.where(valid_all, total, worst.expand_as(total))
+    count = valid_all.sum(0, keepdim=True)
+    mean = torch.where(valid_all, total, torch.zeros_like(total)).sum(0, keepdim=True) / count.clamp_min(1)
+    return torch.where(valid_all, total, mean.expand_as(total))
 
 
 def _shifted(padded: torch.Tensor, radius: int, dim: int) -> torch.Tensor:
@@ -94,7 +95,7 @@ def coupled_convex(cost: torch.Tensor, radius: int, couplings: list[float]) -> t
     field smoothed (3-voxel boxes) and each voxel's argmin of cost + lambda |d - smoothed|^2 for each
     coupling weight lambda in turn. Ties prefer the smallest displacement."""
     dim = cost.dim() - 1
-    offsets = window(radius, dim)  # (K, D)
+    offsets = window(radius, dim, device=cost.device)  # (K, D)
     length = (offsets ** 2).sum(1)
     tie = 1e-6 * length.reshape(-1, *([1] * dim))
     pick = (cost + tie).argmin(0)
@@ -112,7 +113,7 @@ def compose_offsets(outer: torch.Tensor, inner: torch.Tensor) -> torch.Tensor:
     """outer sampled at x + inner(x): (D, *shape) index offsets, linear, borders clamped."""
     shape = tuple(inner.shape[1:])
     dim = len(shape)
-    axes = [torch.arange(n, dtype=inner.dtype) for n in shape]
+    axes = [torch.arange(n, dtype=inner.dtype, device=inner.device) for n in shape]
     index = torch.stack(torch.meshgrid(*axes, indexing="ij")[::-1], 0)  # (D, *shape) x-y-z
     at = (index + inner).reshape(dim, -1).T
     return sample_at_index(outer, at).reshape(dim, *shape)

@@ -58,7 +58,9 @@ def dense_features(pm, metric: str, fixed: Image, moving: Image, fixed_mask: Ima
     valid = torch.ones(grid.shape, dtype=torch.bool)
     if fixed_mask is not None:
         valid = resample_to_grid(fixed_mask, grid, order=0).data[0] > 0
-    return DenseFeatures(grid, out, valid, moving_mask)
+    device = torch.device(device)
+    out = [FeaturePair(p.fixed.to(device), p.moving.to(device), p.distance, p.weight) for p in out]
+    return DenseFeatures(grid, out, valid.to(device), None if moving_mask is None else moving_mask.to(device))
 
 
 def _impact_pairs(pm, fixed: Image, moving: Image, device, base, memory) -> list[FeaturePair]:

@@ -44,10 +44,15 @@ def world_offsets_to_index(grid: Grid, offsets: torch.Tensor) -> torch.Tensor:
 
 
 def box_smooth(field: torch.Tensor, passes: int) -> torch.Tensor:
-    """``passes`` 3-voxel box filters along every axis (border voxels averaged over the voxels inside)."""
-    pool = F.avg_pool3d if field.dim() == 4 else F.avg_pool2d
+    """``passes`` 3-voxel box filters along every axis of (C, *shape) (border voxels averaged over the voxels
+    inside), one axis at a time: the 3x3x3 box is the product of three 1D boxes."""
+    dim = field.dim() - 1
+    pool = F.avg_pool3d if dim == 3 else F.avg_pool2d
     for _ in range(passes):
-        field = pool(field[None], 3, stride=1, padding=1, count_include_pad=False)[0]
+        for axis in range(dim):
+            kernel = tuple(3 if a == axis else 1 for a in range(dim))
+            padding = tuple(1 if a == axis else 0 for a in range(dim))
+            field = pool(field[None], kernel, stride=1, padding=padding, count_include_pad=False)[0]
     return field
 
 

@@ -9,7 +9,6 @@ u(s(x)) = A(x + v(x)) - A(x) and refines u directly, so the transform written is
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,13 +32,14 @@ def _map(transform, points: torch.Tensor) -> torch.Tensor:
     if transform is None:
         return points
     with torch.no_grad():
+        transform = transform.to(points.device)
         return torch.cat([transform.map(points[i:i + CHUNK]) for i in range(0, points.shape[0], CHUNK)])
 
 
 def _warped_moving(features: DenseFeatures, start: torch.Tensor):
     """The moving maps sampled at A(x) for every voxel x of the fixed feature grid, and where they are valid."""
     grid = features.grid
-    valid = torch.ones(start.shape[0], dtype=torch.bool)
+    valid = torch.ones(start.shape[0], dtype=torch.bool, device=start.device)
     maps = []
     for pair in features.pairs:
         index = pair.moving.grid.world_to_index(start)
@@ -85,13 +85,13 @@ def coarse_offsets(features: DenseFeatures, moving_maps, moving_valid, settings,
 
 
 def field_grid(pm, fixed: Image, features: DenseFeatures, initial, how: str) -> Grid:
-    """The grid of the written field: fixed-image axes, DeformationFieldSpacing (default: the feature grid's),
-    covering s(fixed image box) with a margin."""
+    """The grid of the written field: fixed-image axes, DeformationFieldSpacing (default: twice the feature
+    grid's, as ConvexAdam optimises its field at half resolution), covering s(fixed image box) with a margin."""
     dim = fixed.dim
     spacing = pm.values("DeformationFieldSpacing")
     if spacing is not None and len(spacing) not in (1, dim):
         raise ParameterError(f"(DeformationFieldSpacing ...) needs 1 or {dim} values, got {len(spacing)}")
-    spacing = np.broadcast_to(np.asarray(spacing if spacing else features.grid.spacing, dtype=np.float64), (dim,))
+    spacing = np.broadcast_to(np.asarray(spacing if spacing else 2 * features.grid.spacing, dtype=np.float64), (dim,))
     box = np.concatenate([fixed.grid.extent_corners(), fixed.grid.shrunk(4, centred=True).border_voxel_points()])
     if initial is not None and how == "Compose":
         box = _map(initial, torch.from_numpy(box)).numpy()
@@ -100,23 +100,23 @@ def field_grid(pm, fixed: Image, features: DenseFeatures, initial, how: str) -> 
 
 def initial_field(grid: Grid, coarse: Grid, offsets: torch.Tensor, initial, how: str) -> torch.Tensor:
     """u on ``grid`` (D, *shape) mm with u(s(x)) = A(x + v(x)) - A(x) for the coarse offsets v."""
-    y = grid.voxel_points()
-    x = y if initial is None or how != "Compose" else initial.inverse_map(y)
+    y = grid.voxel_points(device=offsets.device)
+    x = y if initial is None or how != "Compose" else initial.to(y.device).inverse_map(y)
     world = index_offsets_to_world(coarse, offsets.to(torch.float64))
     v = sample_at_index(world, coarse.world_to_index(x)).T
     u = _map(initial, x + v) - _map(initial, x)
     return u.T.reshape(grid.dim, *grid.shape).to(torch.float32)
 
 
-def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial, optimizer, device, base=None,
-              memory=None, progress=None, on_iteration=None):
+def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial, optimizer, device, generator,
+              base=None, memory=None, progress=None, on_iteration=None):
     """(the stage's DeformationFieldTransform, the Adam losses, settings for the log)."""
     metric = pm.values("Metric")[0]
     settings = optimizer.settings(pm)
     how = pm.get("HowToCombineTransforms")
     features = dense_features(pm, metric, fixed, moving, fixed_mask, moving_mask, device, base, memory)
     grid = features.grid
-    x = grid.voxel_points()
+    x = grid.voxel_points(device=torch.device(device))
     start = _map(initial, x)
     moving_maps, moving_valid = _warped_moving(features, start)
     if not bool((moving_valid & features.fixed_valid).any()):
@@ -127,35 +127,21 @@ def run_dense(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, initial,
     u0 = initial_field(u_grid, coarse, offsets, initial, how)
     where = start if how == "Compose" else x
     points = fine_points(features, start, where, u_grid)
-    u, values = adam_refine(u0, u_grid, points, features, settings, progress, on_iteration)
+    u, values = adam_refine(u0, u_grid, points, features, settings, generator, progress, on_iteration)
     order = pm.get("DeformationFieldInterpolationOrder")
     transform = DeformationFieldTransform(Image(u, u_grid), order)
     info = {"feature voxels": grid.num_voxels, "coarse voxels": coarse.num_voxels, "field voxels": u_grid.num_voxels}
     return transform, values, info
 
 
-def run_dense_stage(index: int, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows: list):
-    """A whole dense stage as the driver's StageResult (one 'level': the Adam iterations)."""
-    from ..engine.outputs import IterationInfo
-    from ..engine.registration import LevelResult, StageResult
-
+def run_dense_stage(pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, on_iteration=None):
+    """A whole dense stage: (the final transform, initial transform composed, the Adam losses, settings)."""
     if pm.get("Transform") != "DeformationFieldTransform":
         raise ParameterError("(Registration \"DenseRegistration\") optimises (Transform \"DeformationFieldTransform\"); "
                              f"got (Transform \"{pm.get('Transform')}\")")
-    start_time = time.perf_counter()
-
-    def on_iteration(k, value, metric_values, gradient_norm, valid, seconds):
-        info = IterationInfo(index, 0, k, value, metric_values, components.optimizer.settings(pm).learning_rate,
-                             gradient_norm, valid, seconds)
-        rows.append(info)
-        for callback in run.callbacks:
-            callback(info)
-
     base = Path(pm.source).parent if pm.source and Path(pm.source).is_file() else None
     current, values, info = run_dense(pm, fixed, moving, fixed_mask, moving_mask, initial, components.optimizer,
-                                      run.device, base, run.memory, run.progress, on_iteration)
+                                      run.device, run.generator, base, run.memory, run.progress, on_iteration)
     how = pm.get("HowToCombineTransforms")
     final = current if initial is None else CombinationTransform(initial, current, how)
-    seconds = time.perf_counter() - start_time
-    level = LevelResult(0, len(values), seconds, values, info)
-    return StageResult(index, final, [level], seconds, pm)
+    return final, values, info

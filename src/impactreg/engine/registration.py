@@ -233,8 +233,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
             raise ParameterError(f"({key} {pm.get(key)}) but the image is {image.dim}D")
     components = build_stage(pm)
     if getattr(components.registration, "dense", False):  # the dense engine runs the whole stage
-        from ..dense.stage import run_dense_stage
-        return run_dense_stage(index, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows), components
+        return _run_dense_stage(index, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows)
     components.fixed_pyramid.build(fixed, pm, levels)
     components.moving_pyramid.build(moving, pm, levels)
     dim = fixed.dim
@@ -275,6 +274,22 @@ def resolve_seed(maps, seed: int | None = None) -> int:
     """The registration's random seed: ``seed``, else the first map's RandomSeed, else DEFAULT_SEED."""
     return int(seed) if seed is not None else int(next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm),
                                                        DEFAULT_SEED))
+def _run_dense_stage(index, pm, components, fixed, moving, fixed_mask, moving_mask, initial, run, rows):
+    from ..dense.stage import run_dense_stage
+
+    start = time.perf_counter()
+    learning_rate = components.optimizer.settings(pm).learning_rate
+
+    def on_iteration(k, value, metric_values, gradient_norm, valid, seconds):
+        info = IterationInfo(index, 0, k, value, metric_values, learning_rate, gradient_norm, valid, seconds)
+        rows.append(info)
+        for callback in run.callbacks:
+            callback(info)
+
+    final, values, info = run_dense_stage(pm, components, fixed, moving, fixed_mask, moving_mask, initial, run,
+                                          on_iteration)
+    seconds = time.perf_counter() - start
+    return StageResult(index, final, [LevelResult(0, len(values), seconds, values, info)], seconds, pm), components
 
 
 def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None, initial_transform=None,

@@ -219,7 +219,7 @@ class DeformationFieldTransformComponent(TransformComponent):
         Key("DeformationFieldInterpolationOrder", "int", 1, "interpolation of the written field: 0 nearest, 1 linear",
             ("0", "1")),
         Key("DeformationFieldSpacing", "float", None, "spacing in mm of the field's grid (one or one per dimension; "
-            "default: the dense engine's feature voxel size)", multi=True, minimum=0, exclusive_minimum=True),
+            "default: twice the dense engine's feature voxel size)", multi=True, minimum=0, exclusive_minimum=True),
     )
 
     def begin_level(self, view) -> Transform:
