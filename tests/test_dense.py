@@ -155,8 +155,12 @@ def _dense_map(extra: str = "") -> ParameterMap:
 (AdamIterations 40)
 (AdamLearningRate 0.5)
 (NumberOfResolutions 1)
-""" + extra
-    return ParameterMap.from_text(text, "dense test map")
+"""
+    base = ParameterMap.from_text(text, "dense test map")
+    for line in filter(None, extra.splitlines()):  # the extra entries replace the base map's
+        key, *values = line.strip("()").split()
+        base.set(key, [v.strip('"') for v in values])
+    return base
 
 
 @pytest.fixture(scope="module")
