@@ -80,6 +80,7 @@ class Run:
     callbacks: list
     progress: Callable | None
     memory: MemoryBudget | None = None
+    device_given: bool = False  # the caller named the device (it overrides ImpactGPU)
 
 
 def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
@@ -226,7 +227,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         sampler = make_sampler(view)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
-                               run.device, base, run.memory)
+                               run.device, base, run.memory, device_given=run.device_given)
         for metric in components.metrics:
             metric.begin_level(context)
         cost = Cost(components.metrics, components.registration.weights(view, len(components.metrics)),
@@ -254,6 +255,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
     """
     total_start = time.perf_counter()
+    device_given = device is not None
     device = torch_device(device)
     use_threads(threads)
     budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
@@ -279,7 +281,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = seed if seed is not None else next((pm.get("RandomSeed") for pm in maps if "RandomSeed" in pm), DEFAULT_SEED)
-    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget)
+    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, device_given)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
     current = initial

@@ -37,6 +37,7 @@ class LevelContext:
     device: torch.device
     base: Path | None = None  # folder of the parameter file, for relative model paths
     memory: MemoryBudget | None = None  # bytes batched and tiled work may hold at once (None: the default share)
+    device_given: bool = False  # the user named ``device`` (--device): it overrides a map's device keys (ImpactGPU)
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property

@@ -36,7 +36,7 @@ class TransformComponent:
 
     elastix_name = ""
     keys: tuple[Key, ...] = _COMMON_KEYS
-    unit_scales = False  # parameters already in mm: scales 1 unless estimated
+    unit_scales = False  # parameters already in mm: scales 1 (elastix estimates no scales for them)
 
     def begin_stage(self, pm, fixed: Image, moving: Image, initial: Transform | None) -> None:
         self.pm, self.fixed, self.initial = pm, fixed, initial
@@ -57,7 +57,7 @@ class TransformComponent:
             if len(given) not in (1, P):
                 raise ParameterError(f"(Scales ...) needs 1 or {P} values for {transform.elastix_name}, got {len(given)}")
             scales = torch.tensor(given, dtype=torch.float64).expand(P).clone()
-        elif self.unit_scales and not pm.get("AutomaticScalesEstimation"):
+        elif self.unit_scales:  # elastix's translation and B-spline transforms ignore AutomaticScalesEstimation
             scales = torch.ones(P, dtype=torch.float64)
         else:
             # elastix's AutomaticScalesEstimation: mean over a grid of fixed points of sum_d (dT_d/dmu_p)^2;
