@@ -31,13 +31,16 @@ MAPS = REPO.parent / "shared" / "elastix-maps" / "elastix-testing"
 DEFAULT_MAPS = ["parameters.3D.NC.euler.ASGD.001.txt", "parameters.3D.NC.affine.ASGD.001.txt"]
 
 
-def make_case(folder: Path, noise: float = 0.0, crop: int = 0, oblique: float = 0.0):
+def make_case(folder: Path, noise: float = 0.0, crop: int = 0, oblique: float = 0.0, image: str = "mni"):
     """(fixed path, moving path, head points (N, 3), the known transform as a SimpleITK Euler3DTransform)."""
-    t1 = sitk.ReadImage(str(DATA / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"), sitk.sitkFloat32)
-    fixed = sitk.Shrink(sitk.SmoothingRecursiveGaussian(t1, 1.0), [2, 2, 2])
+    if image == "lung":  # 57 x 78 x 64 at 2.73 x 2.73 x 5 mm
+        fixed = sitk.ReadImage(str(DATA / "lung_ct" / "3DCT_lung_baseline_small.mha"), sitk.sitkFloat32)
+    else:
+        t1 = sitk.ReadImage(str(DATA / "mni152" / "mni_icbm152_t1_tal_nlin_sym_09a_converted.nii.gz"), sitk.sitkFloat32)
+        fixed = sitk.Shrink(sitk.SmoothingRecursiveGaussian(t1, 1.0), [2, 2, 2])
     centre = fixed.TransformContinuousIndexToPhysicalPoint([(n - 1) / 2 for n in fixed.GetSize()])
     known = sitk.Euler3DTransform(centre, math.radians(3), math.radians(-2.5), math.radians(3.5), (4.0, -3.0, 5.0))
-    moving = sitk.Resample(fixed, known.GetInverse(), sitk.sitkBSpline, 0.0)  # moving(T(x)) = fixed(x)
+    moving = sitk.Resample(fixed, known.GetInverse(), sitk.sitkBSpline, float(sitk.GetArrayViewFromImage(fixed).min()))  # moving(T(x)) = fixed(x)
     if noise > 0:  # a second acquisition: 0.8 x intensity + 20, plus noise of ``noise`` x the range
         array = sitk.GetArrayFromImage(moving)
         rng = np.random.default_rng(1)
@@ -59,14 +62,17 @@ def make_case(folder: Path, noise: float = 0.0, crop: int = 0, oblique: float = 
     sitk.WriteImage(fixed, str(fixed_path))
     sitk.WriteImage(moving, str(moving_path))
     array = sitk.GetArrayFromImage(fixed)
-    zyx = np.argwhere(array > 0.3 * array.max())
+    zyx = np.argwhere(array > array.min() + 0.3 * (array.max() - array.min()))
     rng = np.random.default_rng(0)
     zyx = zyx[rng.choice(len(zyx), size=min(5000, len(zyx)), replace=False)]
     points = np.array([fixed.TransformIndexToPhysicalPoint([int(i) for i in p[::-1]]) for p in zyx])
     return fixed_path, moving_path, points, known
 
 
-def with_iterations(text: str, iterations: int, seed: int, metric: str | None = None) -> str:
+def with_iterations(text: str, iterations: int, seed: int, metric: str | None = None, single: bool = False) -> str:
+    if single:  # no pyramid: one resolution at full size
+        text = re.sub(r"\(NumberOfResolutions [^)]*\)", "(NumberOfResolutions 1)", text)
+        text = re.sub(r"\(ImagePyramidSchedule [^)]*\)", "(ImagePyramidSchedule 1 1 1)", text)
     if metric:
         text = re.sub(r'\(Metric "[^"]*"\)', f'(Metric "{metric}")', text)
     text = re.sub(r"\(MaximumNumberOfIterations [^)]*\)", f"(MaximumNumberOfIterations {iterations})", text)
@@ -105,11 +111,13 @@ def main(argv=None) -> int:
     parser.add_argument("--noise", type=float, default=0.05, help="moving-image noise, fraction of its range")
     parser.add_argument("--metric", default=None, help="replace the maps' Metric (e.g. AdvancedMeanSquares)")
     parser.add_argument("--oblique", type=float, default=0.0, help="degrees the moving grid's axes are turned")
+    parser.add_argument("--no-pyramid", action="store_true", help="one resolution at full size")
+    parser.add_argument("--image", choices=["mni", "lung"], default="mni")
     parser.add_argument("--crop", type=int, default=0, help="voxels cropped from the moving image's sides")
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        fixed, moving, points, known = make_case(work, args.noise, args.crop, args.oblique)
+        fixed, moving, points, known = make_case(work, args.noise, args.crop, args.oblique, args.image)
         print(f"{len(points)} head points; mean distance before registration "
               f"{np.linalg.norm(np.array([known.TransformPoint(p) for p in points]) - points, axis=1).mean():.2f} mm")
         print("| map | iterations | seed | engine | mean (mm) | max (mm) |\n|---|---|---|---|---|---|")
@@ -117,7 +125,8 @@ def main(argv=None) -> int:
             for iterations in args.iterations:
                 for seed in args.seeds:
                     map_file = work / f"{name}.{iterations}.{seed}.txt"
-                    map_file.write_text(with_iterations((MAPS / name).read_text(), iterations, seed, args.metric))
+                    map_file.write_text(with_iterations((MAPS / name).read_text(), iterations, seed, args.metric,
+                                                   args.no_pyramid))
                     for engine in args.engines:
                         out = work / f"{engine}-{name}-{iterations}-{seed}"
                         runner = run_elastix if engine == "elastix" else run_impactreg
