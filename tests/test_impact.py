@@ -143,11 +143,15 @@ def test_lung_ct_translation_recovered_with_m730_jacobian(data_dir):
 
 
 @pytest.mark.parametrize("entries,message", [
-    ({"ImpactModelsPath0": ["MIND/R1D2", "MIND/R1D1"], "ImpactDimension0": [2, 2, 2]}, "3 values for 2 model"),
+    ({"ImpactModelsPath0": ["MIND/R1D2", "MIND/R1D1", "MIND/R2D1"], "ImpactDimension0": [2, 2]}, "2 values for 3 model"),
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactDistance0": "L3"}, "Distance 'L3'"),
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactLayersMask0": "1x"}, "LayersMask"),
-    ({"ImpactModelsPath0": "MIND/R1D2", "ImpactPatchSize0": [5, 5, 5]}, "numbers for models of dimensions"),
-    ({"ImpactModelsPath0": "MIND/R1D2", "ImpactLayersWeight0": [1, 2]}, "2 weights for 1 selected layer"),
+    ({"ImpactModelsPath0": ["MIND/R1D2", "MIND/R1D1"], "ImpactPatchSize0": [5, 5, 5]},
+     "3 numbers for model.s. of dimensions 2 2"),
+    ({"ImpactModelsPath0": ["MIND/R1D2", "MIND/R1D1", "MIND/R2D1"], "ImpactLayersWeight0": [1, 2]},
+     "LayersWeight: 2 values for 3 selected layer"),
+    ({"ImpactModelsPath0": ["MIND/R1D2", "MIND/R1D1", "MIND/R2D1"], "ImpactSubsetFeatures0": [4, 4]},
+     "SubsetFeatures: 2 values for 3 selected layer"),
     ({"ImpactModelsPath0": "MIND/R1D2", "ImpactMode": "Dynamic"}, "use one of Jacobian, Static"),
     ({"Transform": "TranslationTransform"}, "needs models"),
 ])
@@ -173,7 +177,7 @@ def test_documented_family_with_per_level_strings(smooth_model):
     metric = impact_metric(pm, 1, image, image, None, 1, torch.Generator(), "cpu")
     assert [s.patch_size for s in metric.mode.inputs.config.fixed] == [(7, 7), (3, 3)]
     assert [s.voxel_size for s in metric.mode.inputs.config.fixed] == [(1.0, 1.0), (2.0, 2.0)]
-    assert metric.mode.inputs.config.distances == ["L1", "Cosine"]
+    assert metric.mode.inputs.config.distances == [["L1"], ["Cosine"]]
     points = ImageSampler("Grid", image.grid, grid_spacing=(3,)).sample()
     value, grad, valid = evaluate(metric, TranslationTransform(2), points)
     # identical images: L1 is 0 and Cosine at its minimum -1; both stationary

@@ -13,7 +13,8 @@ log = logging.getLogger("impactreg")
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--device", default="cpu", help="torch device: cpu (default) or cuda:N")
+    parser.add_argument("--device", default=None, help="torch device: cpu (default) or cuda:N; when given, IMPACT's "
+                        "models run there too, whatever the map's ImpactGPU says")
     parser.add_argument("--debug", action="store_true", help="show tracebacks")
     parser.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors")
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")

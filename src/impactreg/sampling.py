@@ -48,11 +48,29 @@ class ImageSampler:
         if self.kind in ("Full", "Grid"):
             return self.grid.index_to_world(self.grid.unravel(self._candidates).to(self.dtype))
         n = self.n if n is None else n
-        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
-        jitter = None
         if self.kind == "RandomCoordinate":
-            jitter = torch.rand((n, self.grid.dim), generator=self.generator, dtype=self.dtype, device="cpu") - 0.5
-        return compute.voxel_world_points(self.grid, self._candidates[pick], jitter, self.dtype)
+            return self._random_coordinates(n)
+        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
+        return compute.voxel_world_points(self.grid, self._candidates[pick], None, self.dtype)
+
+    def _random_coordinates(self, n: int) -> torch.Tensor:
+        """Continuous positions between the outermost voxel centres, as elastix draws them: uniform
+        over the image, or within half a voxel of a mask voxel. A sample beyond the centres would compare
+        an extrapolated (flat) fixed value, which biases the optimum on coarse voxels."""
+        dim = self.grid.dim
+        last = torch.tensor(self.grid.size, dtype=self.dtype) - 1
+        jitter = torch.rand((n, dim), generator=self.generator, dtype=self.dtype, device="cpu")
+        if self._candidates.numel() == self.grid.num_voxels:  # no mask: uniform in [0, size - 1] per axis
+            position = jitter * last
+            index = torch.round(position)
+            strides = torch.tensor(self.grid.strides, dtype=torch.int64)
+            flat = (index.to(torch.int64) * strides).sum(1).to(self.device)
+            return compute.voxel_world_points(self.grid, flat, position - index, self.dtype)
+        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
+        flat = self._candidates[pick]
+        index = self.grid.unravel(flat.to("cpu")).to(self.dtype)
+        jitter = (index + jitter - 0.5).clamp(torch.zeros_like(last), last) - index
+        return compute.voxel_world_points(self.grid, flat, jitter, self.dtype)
 
 
 def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samples: int, device=None,

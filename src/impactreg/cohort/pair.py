@@ -32,7 +32,7 @@ class PairJob:
     out_dir: Path
     map_texts: tuple[str, ...]
     seed: int | None = None
-    device: str = "cpu"
+    device: str | None = None
     threads: int | None = None
     memory_limit: str | None = None
     qc: bool = True

@@ -52,7 +52,7 @@ def _postfix(records: list[dict]) -> dict:
 
 def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str | None = None, *,
                workers: int | None = None, threads_per_worker: int | None = None, scheduler: str | None = None,
-               jobqueue: JobQueueSettings | None = None, device: str = "cpu", seed: int | None = None,
+               jobqueue: JobQueueSettings | None = None, device: str | None = None, seed: int | None = None,
                memory_limit: str | None = None, qc: bool = True, ensemble: int = 1,
                progress: bool = False) -> CohortResult:
     """Register every pair of the cohort CSV into ``out_dir/<id>/``; returns every pair's record."""

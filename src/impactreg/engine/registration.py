@@ -83,6 +83,7 @@ class Run:
     memory: MemoryBudget | None = None
     fixed_points: torch.Tensor | None = None  # corresponding landmarks (-fp, -mp), world mm, float64
     moving_points: torch.Tensor | None = None
+    device_given: bool = False  # the caller named the device (it overrides ImpactGPU)
 
 
 def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_grid: Grid) -> ImageError:
@@ -253,7 +254,8 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         sampler = make_sampler(view)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
-                               run.device, base, run.memory, run.fixed_points, run.moving_points)
+                               run.device, base, run.memory, run.fixed_points, run.moving_points,
+                               device_given=run.device_given)
         for metric in components.metrics:
             metric.begin_level(context)
         count = len(components.metrics)
@@ -309,6 +311,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     are the corresponding landmarks of CorrespondingPointsEuclideanDistanceMetric.
     """
     total_start = time.perf_counter()
+    device_given = device is not None
     device = torch_device(device)
     use_threads(threads)
     budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
@@ -336,7 +339,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
     seed = resolve_seed(maps, seed)
-    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, *landmarks)
+    run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, *landmarks,
+              device_given=device_given)
     stages: list[StageResult] = []
     outputs: dict[str, Path] = {}
     current = initial

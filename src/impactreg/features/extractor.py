@@ -1,6 +1,7 @@
 """FeatureExtractor: a model plus how to feed it (normalisation, channels, calling convention)."""
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Callable
@@ -12,6 +13,8 @@ from ..errors import ModelError
 from .mind import MIND, parse_mind_name
 from .torchscript import forward_arity, hub_download, load_torchscript, network_dimension, resolve_model_path
 
+log = logging.getLogger("impactreg")
+
 NORMALIZATIONS = ("none", "zscore", "minmax", "ct", "imagenet")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -22,6 +25,7 @@ FORWARD_FACTOR = 4
 BACKWARD_FACTOR = 10
 
 _LOADED: dict[tuple[str, str], object] = {}
+_BUILT_IN_FOR: set[str] = set()  # missing model files named like a MIND, replaced by the built-in one (said once)
 
 
 def image_stats(data: torch.Tensor) -> torch.Tensor:
@@ -105,6 +109,9 @@ def load_extractor(name: str, dimension: int, channels: int = 1, normalization: 
     local = Path(name)
     mind = parse_mind_name(name, dimension) if not local.is_file() and not (base and (base / name).is_file()) else None
     if mind is not None:
+        if local.is_absolute() and name not in _BUILT_IN_FOR:
+            _BUILT_IN_FOR.add(name)
+            log.warning("model file %s does not exist: using the built-in MIND R%dD%d", name, mind.radius, mind.dilation)
         if mind.dim != dimension:
             raise ModelError(f"{name} is a {mind.dim}D MIND but Dimension says {dimension}")
         return FeatureExtractor(mind.to(device), f"MIND/R{mind.radius}D{mind.dilation}", dimension, 1, normalization, 4)

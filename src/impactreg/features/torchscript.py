@@ -4,10 +4,13 @@ A model maps (B, C, *spatial) to a list of per-layer tensors. Older models take 
 expect the caller to normalise; newer ones take forward(x, nb_layers, stats, direction) with
 stats = [min, max, mean, std] of the whole raw image and the rounded direction matrix.
 Hub names ('TS/M730_2_Layers.pt') are looked up in the cache folder ($IMPACTREG_MODELS, default
-~/.cache/impactreg/models) and downloaded from the hub with huggingface_hub when missing.
+~/.cache/impactreg/models) and downloaded from the hub with huggingface_hub when missing; so is a
+missing absolute path under a folder named Models (the IMPACT Docker layout the authors' maps use:
+/Data/Models/TS/M730_2_Layers.pt stands for TS/M730_2_Layers.pt).
 """
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 from pathlib import Path
@@ -17,6 +20,8 @@ import torch
 
 from ..errors import ModelError
 from .catalog import HUB_REPOSITORY
+
+log = logging.getLogger("impactreg")
 
 
 def cache_dir() -> Path:
@@ -43,17 +48,46 @@ def hub_download(name: str, destination: Path) -> Path:
     return destination
 
 
+def published_name(path: Path) -> str | None:
+    """The hub name an absolute model path stands for: what follows its last folder named Models
+    (the IMPACT Docker layout /Data/Models/<hub name> that the authors' parameter maps use), else None."""
+    parts = path.parts
+    for i in range(len(parts) - 2, -1, -1):
+        if parts[i].lower() == "models":
+            return "/".join(parts[i + 1:])
+    return None
+
+
+_SUBSTITUTED: set[str] = set()
+
+
+def _explicitly_relative(name: str) -> bool:
+    return name.replace("\\", "/").startswith(("./", "../"))
+
+
 def resolve_model_path(name: str, base: Path | None = None,
                        downloader: Callable[[str, Path], Path] = hub_download) -> Path:
-    """A local file for a model path or hub name: the path itself, relative to ``base``, in the
-    cache, or downloaded into the cache."""
+    """A local file for a model path or hub name: the path itself, relative to the working folder or
+    ``base`` (the parameter map's folder), in the cache, or downloaded into the cache. A missing
+    absolute path under a Models folder (/Data/Models/TS/M730_2_Layers.pt) is the hub name after it."""
     candidate = Path(name).expanduser()
     options = [candidate] if candidate.is_absolute() else [Path.cwd() / candidate] + ([base / candidate] if base else [])
     for option in options:
         if option.is_file():
             return option
     if candidate.is_absolute():
-        raise ModelError(f"model file {name} does not exist; check the path")
+        published = published_name(candidate)
+        if not published:
+            raise ModelError(f"model file {name} does not exist; check the path, or name a published model by its hub "
+                             f"name (e.g. TS/M730_2_Layers.pt, kept in {cache_dir()})")
+        if name not in _SUBSTITUTED:
+            _SUBSTITUTED.add(name)
+            log.warning("model file %s does not exist: using the published model %s (from %s, $IMPACTREG_MODELS)",
+                        name, published, cache_dir())
+        name = published
+    elif _explicitly_relative(name):
+        where = " or ".join(str(o.parent.resolve()) for o in options)
+        raise ModelError(f"model file {name} not found in {where}; put it there or give its absolute path")
     cached = cache_dir() / name
     if cached.is_file():
         return cached

@@ -42,6 +42,7 @@ class LevelContext:
     memory: MemoryBudget | None = None  # bytes batched and tiled work may hold at once (None: the default share)
     fixed_points: torch.Tensor | None = None  # corresponding landmarks (N, D) in mm, float64: fixed space (-fp)
     moving_points: torch.Tensor | None = None  # and moving space (-mp), row i corresponds to row i
+    device_given: bool = False  # the user named ``device`` (--device): it overrides a map's device keys (ImpactGPU)
     _shared: dict = field(default_factory=dict, repr=False)
 
     @property

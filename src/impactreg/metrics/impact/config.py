@@ -6,9 +6,17 @@ PatchSize and VoxelSize entries written "5*5*5". elastix family: ``(ImpactModels
 "b.pt")``, ``(ImpactPatchSize0 5 5 5 7 7 7)`` - level in the name, one token per model (sizes
 grouped by each model's dimension), a missing level reusing level 0. ``Fixed*``/``Moving*``
 variants give the two images their own models. A single value applies to every model.
+
+As the elastix IMPACT metric reads them: SubsetFeatures, PCA, Distance and LayersWeight hold one
+value per selected layer (the 1s of all LayersMasks, model after model), not one per model;
+VoxelSize holds, per model, as many numbers as the model's dimension in Jacobian mode (the patch
+spacing) and as the image's dimension in Static mode (the grid the model runs on; a 2D model's two
+planar sizes are accepted too, the third then being the image's). Values beyond those needed are
+ignored with a warning, as elastix ignores them.
 """
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 
@@ -20,6 +28,8 @@ from ...keys import Key
 from ..distances import DISTANCES
 
 MODES = ("Jacobian", "Static")
+
+log = logging.getLogger("impactreg")
 
 # name: (default, doc). Documented family: one quoted string per level, a space-separated list with
 # one entry per model; sizes as "5*5*5". Each also exists as Fixed<name>/Moving<name> and in the
@@ -34,15 +44,16 @@ PER_MODEL = {
     "Normalization": ("none", f"model input normalisation: {', '.join(NORMALIZATIONS)}"),
 }
 SHARED = {
-    "SubsetFeatures": ("32", "channels compared per sample, drawn at random each iteration (per model)"),
+    "SubsetFeatures": ("32", "channels compared per sample, drawn at random each iteration (per selected layer)"),
     "LayersWeight": ("1", "weight of each selected layer"),
-    "PCA": ("0", "Static mode: principal components kept (0 = off), per model"),
-    "Distance": ("L2", f"feature distance per model: {', '.join(DISTANCES)}"),
+    "PCA": ("0", "Static mode: principal components kept (0 = off), per selected layer"),
+    "Distance": ("L2", f"feature distance per selected layer: {', '.join(DISTANCES)}"),
 }
 GLOBAL = {
     "Mode": ("Jacobian", "Jacobian (gradients through the model) or Static (feature maps computed once per level)",
              "str", MODES),
-    "GPU": (-1, "GPU index for the models, -1 = CPU", "int", None),
+    "GPU": (-1, "CUDA device index for the models, -1 = CPU; refused where CUDA is absent unless --device is "
+                "given, which then decides", "int", None),
     "UseMixedPrecision": (False, "float16 autocast for the models on GPU", "bool", None),
     "FeaturesMapUpdateInterval": (-1, "Static mode: recompute the moving feature maps every N iterations "
                                       "(-1 = once per level)", "int", None),
@@ -102,9 +113,9 @@ class ModelSettings:
 class ImpactLevel:
     fixed: list[ModelSettings]
     moving: list[ModelSettings]
-    subset_features: list[int]  # per model
-    pca: list[int]  # per model
-    distances: list[str]  # per model
+    subset_features: list[list[int]]  # per model, per selected layer
+    pca: list[list[int]]  # per model, per selected layer
+    distances: list[list[str]]  # per model, per selected layer
     layer_weights: list[list[float]]  # per model, per selected layer
     mode: str
     device: torch.device
@@ -151,49 +162,72 @@ class _Reader:
         return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _per_model(tokens: list[str], count: int, name: str) -> list[str]:
-    if len(tokens) == count:
-        return tokens
+def _first(tokens: list[str], count: int, name: str, what: str) -> list[str]:
+    """``count`` values: one for all, or the first ``count`` (elastix reads no further; the rest is ignored)."""
     if len(tokens) == 1:
         return tokens * count
-    raise ParameterError(f"IMPACT {name}: {len(tokens)} values for {count} model(s); give one per model (or one for all)")
+    if len(tokens) < count:
+        raise ParameterError(f"IMPACT {name}: {len(tokens)} values for {count} {what}; give one per {what.split('(')[0]} "
+                             f"(or one for all)")
+    if len(tokens) > count:
+        log.warning("IMPACT %s: %d values for %d %s; the extra values %s are ignored, as elastix ignores them",
+                    name, len(tokens), count, what, " ".join(tokens[count:]))
+    return tokens[:count]
 
 
-def _sizes(tokens: list[str], family: str, dims: list[int], name: str, cast) -> list[tuple]:
-    """Per-model size tuples: '5*5*5' entries (documented) or flat numbers grouped by dimension (elastix)."""
+def _per_model(tokens: list[str], count: int, name: str) -> list[str]:
+    return _first(tokens, count, name, "model(s)")
+
+
+def _group(values: list, sizes: list[int]) -> list[list]:
+    groups, i = [], 0
+    for d in sizes:
+        groups.append(values[i:i + d])
+        i += d
+    return groups
+
+
+def _sizes(tokens: list[str], family: str, dims: list[int], name: str, cast, planar: list[int] | None = None) -> list[tuple]:
+    """Per-model size tuples of ``dims`` values each: '5*5*5' entries (documented) or flat numbers
+    grouped model after model (elastix). ``planar``: the model dimensions, also accepted instead of
+    ``dims`` (a 2D model's two voxel sizes in Static mode on a 3D image)."""
     try:
         if family == "documented" or any("*" in t for t in tokens):
-            entries = _per_model(tokens, len(dims), name)
-            groups = [[cast(v) for v in e.split("*")] for e in entries]
+            groups = [[cast(v) for v in e.split("*")] for e in _per_model(tokens, len(dims), name)]
         else:
             values = [cast(t) for t in tokens]
-            groups, i = [], 0
             if len(values) == 1:
                 groups = [[values[0]] for _ in dims]
+            elif len(values) >= sum(dims):
+                if len(values) > sum(dims):
+                    log.warning("IMPACT %s: %d numbers for model(s) of %s values; the extra numbers %s are ignored, "
+                                "as elastix ignores them", name, len(values), "+".join(map(str, dims)),
+                                " ".join(tokens[sum(dims):]))
+                groups = _group(values, dims)
+            elif planar is not None and len(values) == sum(planar):
+                groups = _group(values, planar)
             else:
-                for d in dims:
-                    group = values[i:i + d]
-                    if len(group) < d:
-                        raise ParameterError(f"IMPACT {name}: {len(values)} numbers do not cover {len(dims)} model(s) of "
-                                             f"dimensions {dims}")
-                    groups.append(group)
-                    i += d
-                if i != len(values):
-                    raise ParameterError(f"IMPACT {name}: {len(values)} numbers for models of dimensions {dims}; "
-                                         f"give exactly {sum(dims)}")
+                need = f"{sum(dims)}" + (f" (or {sum(planar)}: the models' own dimensions)"
+                                        if planar is not None and planar != dims else "")
+                raise ParameterError(f"IMPACT {name}: {len(values)} numbers for model(s) of dimensions "
+                                     f"{' '.join(map(str, dims if planar is None else planar))}; give {need}, "
+                                     f"model after model")
     except ValueError:
         raise ParameterError(f"IMPACT {name}: {' '.join(tokens)!r} must be numbers, e.g. 5*5*5") from None
     out = []
-    for group, d in zip(groups, dims):
+    for i, (group, d) in enumerate(zip(groups, dims)):
         if len(group) == 1:
             group = group * d
-        if len(group) != d:
-            raise ParameterError(f"IMPACT {name}: {'*'.join(map(str, group))} has {len(group)} values for a {d}D model")
+        allowed = {d} | ({planar[i]} if planar is not None else set())
+        if len(group) not in allowed:
+            raise ParameterError(f"IMPACT {name}: {'*'.join(map(str, group))} has {len(group)} values for a "
+                                 f"{planar[i] if planar is not None else d}D model; give "
+                                 f"{' or '.join(str(a) for a in sorted(allowed))}")
         out.append(tuple(group))
     return out
 
 
-def _models(reader: _Reader, prefix: str, image_dim: int) -> list[ModelSettings] | None:
+def _models(reader: _Reader, prefix: str, image_dim: int, mode: str) -> list[ModelSettings] | None:
     paths, _ = reader.tokens(prefix + "ModelsPath")
     if not paths:
         return None
@@ -216,7 +250,10 @@ def _models(reader: _Reader, prefix: str, image_dim: int) -> list[ModelSettings]
     patch_tokens, family = tokens("PatchSize")
     patch = _sizes(patch_tokens, family, dims, "PatchSize", lambda v: int(float(v)))
     voxel_tokens, family = tokens("VoxelSize")
-    voxel = _sizes(voxel_tokens, family, dims, "VoxelSize", float)
+    if mode == "Static":  # the grid the model runs on has the image's dimension
+        voxel = _sizes(voxel_tokens, family, [image_dim] * n, "VoxelSize", float, planar=dims)
+    else:  # the spacing of the model's patch
+        voxel = _sizes(voxel_tokens, family, dims, "VoxelSize", float)
     masks = _per_model(tokens("LayersMask")[0], n, "LayersMask")
     for m in masks:
         if not re.fullmatch(r"[01]+", m) or "1" not in m:
@@ -231,56 +268,71 @@ def _models(reader: _Reader, prefix: str, image_dim: int) -> list[ModelSettings]
     return [ModelSettings(paths[i], dims[i], channels[i], patch[i], voxel[i], masks[i], norms[i]) for i in range(n)]
 
 
-def impact_level(pm, level: int, image_dim: int, device: torch.device) -> ImpactLevel:
+def _per_layer(reader: _Reader, name: str, counts: list[int], cast) -> list[list]:
+    """One value per selected layer (model after model), or one for all; split per model."""
+    tokens, _ = reader.tokens(name)
+    values = _first(tokens or [_default(name)], sum(counts), name, "selected layer(s) (the 1s of the LayersMasks)")
+    try:
+        values = [cast(v) for v in values]
+    except ValueError:
+        raise ParameterError(f"IMPACT {name}: {' '.join(tokens)!r} must be "
+                             f"{'whole numbers' if cast is int else 'numbers'}, one per selected layer") from None
+    return [list(group) for group in _group(values, counts)]
+
+
+def model_device(gpu: int, device: torch.device, device_given: bool) -> torch.device:
+    """Where the models run: ``(ImpactGPU N)`` asks for CUDA device N, -1 for the CPU. A device given on
+    the command line (``--device``, ``register(device=...)``) decides instead; without one, a GPU that
+    is not there is refused rather than silently replaced by the CPU."""
+    if gpu < 0:
+        return device
+    if device_given:
+        if device.type != "cuda" or device.index not in (None, gpu):
+            log.warning("(ImpactGPU %d): the models run on %s, the device given to the registration", gpu, device)
+        return device
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if count == 0:
+        raise ParameterError(f"(ImpactGPU {gpu}): CUDA is not available on this machine; set (ImpactGPU -1) to run the "
+                             f"IMPACT models on the CPU, or pass --device cpu")
+    if gpu >= count:
+        raise ParameterError(f"(ImpactGPU {gpu}): this machine has {count} CUDA device(s) (0..{count - 1}); "
+                             f"set ImpactGPU to one of them, or -1 for the CPU")
+    return torch.device(f"cuda:{gpu}")
+
+
+def impact_level(pm, level: int, image_dim: int, device: torch.device, device_given: bool = False) -> ImpactLevel:
+    """The IMPACT settings of ``level``. ``device`` is the registration's; ``device_given``: whether
+    the user named it (then it overrides ImpactGPU)."""
     reader = _Reader(pm, level)
-    shared = _models(reader, "", image_dim)
-    fixed = _models(reader, "Fixed", image_dim) or shared
-    moving = _models(reader, "Moving", image_dim) or shared
+    mode = reader.scalar("Mode")
+    if mode not in MODES:
+        raise ParameterError(f"IMPACT Mode {mode!r}: use Jacobian or Static")
+    shared = _models(reader, "", image_dim, mode)
+    fixed = _models(reader, "Fixed", image_dim, mode) or shared
+    moving = _models(reader, "Moving", image_dim, mode) or shared
     if fixed is None or moving is None:
         raise ParameterError("(Metric \"Impact\") needs models: (ModelsPath \"...\") or (ImpactModelsPath0 \"...\"), "
                              "or FixedModelsPath and MovingModelsPath")
     if len(fixed) != len(moving):
         raise ParameterError(f"IMPACT: {len(fixed)} fixed model(s) but {len(moving)} moving model(s); give as many of each")
-    n = len(fixed)
     for f, m in zip(fixed, moving):
         if len(f.selected_layers) != len(m.selected_layers):
             raise ParameterError(f"IMPACT LayersMask: fixed {f.layers_mask} and moving {m.layers_mask} select different numbers of layers")
-    subset, _ = reader.tokens("SubsetFeatures")
-    pca, _ = reader.tokens("PCA")
-    distances, _ = reader.tokens("Distance")
-    weights, _ = reader.tokens("LayersWeight")
-    try:
-        subset = [int(v) for v in _per_model(subset or [_default("SubsetFeatures")], n, "SubsetFeatures")]
-        pca = [int(v) for v in _per_model(pca or [_default("PCA")], n, "PCA")]
-        flat_weights = [float(v) for v in (weights or [_default("LayersWeight")])]
-    except ValueError:
-        raise ParameterError("IMPACT SubsetFeatures and PCA take whole numbers, LayersWeight numbers") from None
-    distances = _per_model(distances or [_default("Distance")], n, "Distance")
-    for d in distances:
+    counts = [len(m.selected_layers) for m in fixed]
+    subset = _per_layer(reader, "SubsetFeatures", counts, int)
+    pca = _per_layer(reader, "PCA", counts, int)
+    weights = _per_layer(reader, "LayersWeight", counts, float)
+    distances = _per_layer(reader, "Distance", counts, str)
+    for d in (d for per_model in distances for d in per_model):
         if d not in DISTANCES:
             raise ParameterError(f"IMPACT Distance {d!r}: use one of {', '.join(DISTANCES)}")
-    counts = [len(m.selected_layers) for m in fixed]
-    if len(flat_weights) == 1:
-        flat_weights = flat_weights * sum(counts)
-    elif len(flat_weights) == n and sum(counts) != n:
-        flat_weights = [w for w, c in zip(flat_weights, counts) for _ in range(c)]
-    if len(flat_weights) != sum(counts):
-        raise ParameterError(f"IMPACT LayersWeight: {len(flat_weights)} weights for {sum(counts)} selected layer(s)")
-    layer_weights, i = [], 0
-    for c in counts:
-        layer_weights.append(flat_weights[i:i + c])
-        i += c
-    mode = reader.scalar("Mode")
-    if mode not in MODES:
-        raise ParameterError(f"IMPACT Mode {mode!r}: use Jacobian or Static")
     try:
         gpu = int(float(reader.scalar("GPU")))
         interval = int(float(reader.scalar("FeaturesMapUpdateInterval")))
     except ValueError:
         raise ParameterError("IMPACT GPU and FeaturesMapUpdateInterval take whole numbers") from None
-    if device.type == "cpu" and gpu >= 0 and torch.cuda.is_available():
-        device = torch.device(f"cuda:{gpu}")
+    device = model_device(gpu, device, device_given)
     mixed = reader.scalar("UseMixedPrecision").lower() == "true"
     out_dir = reader.scalar("FeatureMapOutputDirectory") or reader.scalar("WriteFeatureMaps")
     out_dir = None if out_dir.lower() in ("false", "") else (None if out_dir.lower() == "true" else out_dir)
-    return ImpactLevel(fixed, moving, subset, pca, distances, layer_weights, mode, device, mixed, interval, out_dir)
+    return ImpactLevel(fixed, moving, subset, pca, distances, weights, mode, device, mixed, interval, out_dir)

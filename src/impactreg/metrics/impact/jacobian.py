@@ -177,13 +177,12 @@ class JacobianMode:
         with x.autocast():
             m_out = mmodel(moving_patch, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
         value = 0.0
-        distance = DISTANCES[config.distances[k]]
         layers = zip(config.layer_weights[k], settings.selected_layers, config.moving[k].selected_layers)
         for j, (w, lf, lm) in enumerate(layers):
             f = centre_features(f_out[lf]).float()
             m = centre_features(m_out[lm]).float()
-            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k])
-            value = value + w * distance(f[:, subset], m[:, subset])
+            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k][j])
+            value = value + w * DISTANCES[config.distances[k][j]](f[:, subset], m[:, subset])
         d_patch, = torch.autograd.grad(value, moving_patch)
         d_values = torch.zeros(n, p, dtype=torch.float32, device=x.device)
         d_values[keep] = d_patch.reshape(-1, p).to(x.device, torch.float32)
@@ -230,13 +229,12 @@ class JacobianMode:
         if kept < 2:
             return 0.0, None, kept
         value = 0.0
-        distance = DISTANCES[config.distances[k]]
         leaves = []
         for j, w in enumerate(config.layer_weights[k]):
             f = torch.cat([part[j] for part in f_parts])
             m = torch.cat([part[j] for part in m_parts]).requires_grad_(True)
-            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k])
-            value = value + w * distance(f[:, subset], m[:, subset])
+            subset = self._subset(subsets, j, f.shape[1], config.subset_features[k][j])
+            value = value + w * DISTANCES[config.distances[k][j]](f[:, subset], m[:, subset])
             leaves.append(m)
         d_features = torch.autograd.grad(value, leaves)
         del f_parts, m_parts

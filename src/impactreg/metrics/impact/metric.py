@@ -24,7 +24,8 @@ class ImpactMetric(Metric):
     def begin_level(self, context: LevelContext) -> None:
         view = context.view
         try:
-            config = impact_level(view.map, view.level, context.fixed.dim, torch.device(context.device))
+            config = impact_level(view.map, view.level, context.fixed.dim, torch.device(context.device),
+                                  context.device_given)
         except ParameterError as exc:
             source = view.source
             raise ParameterError(f"{source}: {exc}" if source and source not in str(exc) else str(exc)) from None

@@ -54,7 +54,7 @@ class StaticMode:
             resampled, maps = image_feature_maps(model, x.fixed, x.fixed_mask, self.directions[k], s, x.fixed_stats,
                                                  x.model_device, x.budget)
             check_layers_mask(model, s, None)
-            projections = [principal_directions(m, x.config.pca[k]) for m in maps]
+            projections = [principal_directions(m, x.config.pca[k][j]) for j, m in enumerate(maps)]
             self.projections.append(projections)
             maps = [project(m, pr) for m, pr in zip(maps, projections)]
             self.fixed_maps.append(maps)
@@ -127,11 +127,11 @@ class StaticMode:
             return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=x.device), n_valid
         index = 0
         for k in range(len(x.config.fixed)):
-            distance = DISTANCES[x.config.distances[k]]
-            for w in x.config.layer_weights[k]:
+            for j, w in enumerate(x.config.layer_weights[k]):
+                distance = DISTANCES[x.config.distances[k][j]]
                 _, f, m = samples[index]
                 index += 1
-                subset = x.subset(f.values.shape[1], x.config.subset_features[k]).to(x.device)
+                subset = x.subset(f.values.shape[1], x.config.subset_features[k][j]).to(x.device)
                 fv = f.values[valid][:, subset]
                 mv = m.values[valid][:, subset].detach().requires_grad_(True)
                 value = w * distance(fv, mv)
