@@ -97,8 +97,8 @@ def _impact_pairs(pm, fixed: Image, moving: Image, fixed_mask, moving_mask, devi
         check_layers_mask(fmodel, fs, None)
         fixed_all += fixed_maps
         moving_all += moving_maps
-        for f_map, m_map, weight in zip(fixed_maps, moving_maps, config.layer_weights[k]):
-            projection = principal_directions(f_map, config.pca[k])
+        for j, (f_map, m_map, weight) in enumerate(zip(fixed_maps, moving_maps, config.layer_weights[k])):
+            projection = principal_directions(f_map, config.pca[k][j])
             f_map, m_map = project(f_map, projection), project(m_map, projection)
-            pairs.append(FeaturePair(f_map.image.to("cpu"), m_map.image.to("cpu"), config.distances[k], weight))
+            pairs.append(FeaturePair(f_map.image.to("cpu"), m_map.image.to("cpu"), config.distances[k][j], weight))
     return pairs, _validity(fixed_all), _validity(moving_all)
