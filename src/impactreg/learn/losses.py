@@ -1,0 +1,47 @@
+"""The training loss: IMPACT(fixed, warped moving) + lambda x regulariser(field) + w x Dice(labels).
+
+The regulariser is MONAI's DiffusionLoss (mean squared first differences) or BendingEnergyLoss (second
+differences) of the network's field in voxels of the model grid; the Dice term is MONAI's soft Dice
+between the fixed labels and the moving labels (one-hot, warped linearly), background excluded.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..loss import IMPACT
+from .settings import LearnSettings
+
+
+class RegistrationLoss(torch.nn.Module):
+    def __init__(self, settings: LearnSettings, dim: int, device="cpu"):
+        super().__init__()
+        from monai.losses import BendingEnergyLoss, DiceLoss, DiffusionLoss
+
+        self.similarity = IMPACT(settings.models, dimension=dim if settings.slice_axis is None else 2,
+                                 channels=settings.feature_channels, layers_mask=settings.layers_mask,
+                                 weights=settings.layer_weights, distance=settings.distance,
+                                 normalization=settings.normalization, device=device, slice_axis=settings.slice_axis)
+        self.regularizer = DiffusionLoss() if settings.regularizer == "diffusion" else BendingEnergyLoss()
+        self.dice = DiceLoss(include_background=False)
+        self.settings = settings
+
+    def forward(self, fixed: torch.Tensor, warped: torch.Tensor, field: torch.Tensor, mask: torch.Tensor | None = None,
+                fixed_onehot: torch.Tensor | None = None, warped_onehot: torch.Tensor | None = None) -> dict:
+        """The terms and their weighted sum ('loss'); tensors (B, C, *spatial)."""
+        terms = {"impact": self.similarity(fixed, warped, mask)}
+        terms["reg"] = self.regularizer(field)
+        total = terms["impact"] + self.settings.regularization_weight * terms["reg"]
+        if self.settings.dice_weight > 0 and fixed_onehot is not None and warped_onehot is not None:
+            terms["dice"] = self.dice(warped_onehot, fixed_onehot)
+            total = total + self.settings.dice_weight * terms["dice"]
+        terms["loss"] = total
+        return terms
+
+
+def one_hot(labels: torch.Tensor, values: tuple[int, ...]) -> torch.Tensor:
+    """(B, 1, *spatial) label maps -> (B, 1 + len(values), *spatial) float, channel 0 the background."""
+    index = torch.zeros_like(labels, dtype=torch.long)
+    for k, value in enumerate(values, start=1):
+        index[labels.round().long() == value] = k
+    return F.one_hot(index[:, 0], len(values) + 1).movedim(-1, 1).to(torch.float32)
