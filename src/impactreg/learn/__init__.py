@@ -3,8 +3,9 @@ applied to new pairs in physical space with optional instance optimisation (``pr
 from .cohort import PairFiles, atlas_pairs, read_pairs_csv
 from .grid import ModelGrid, field_transform, pair_grid
 from .network import TrainedModel, load_model, save_model
+from .predict import PredictResult, instance_optimise, predict
 from .settings import LearnSettings
 from .train import TrainResult, train
 
-__all__ = ["LearnSettings", "ModelGrid", "PairFiles", "TrainResult", "TrainedModel", "atlas_pairs", "field_transform",
+__all__ = ["LearnSettings", "ModelGrid", "PairFiles", "PredictResult", "instance_optimise", "predict", "TrainResult", "TrainedModel", "atlas_pairs", "field_transform",
            "load_model", "pair_grid", "read_pairs_csv", "save_model", "train"]
