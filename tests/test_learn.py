@@ -192,3 +192,14 @@ def test_cli_train_predict_and_bad_input(cohort, trained, tmp_path, capsys):
     assert load_model(tmp_path / "atlas.pt").grid.size == (16, 16, 16)
     assert cli_main(["train", "--pairs", str(tmp_path / "missing.csv"), "-o", str(tmp_path / "x.pt")]) == 2
     assert "no such cohort file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("similarity", ["mi", "lncc"])
+def test_intensity_similarities_for_comparison(cohort, similarity):
+    settings = LearnSettings(**TINY, similarity=similarity)
+    grid = ModelGrid((16, 16, 16), (2.0, 2.0, 2.0), tuple(np.eye(3).ravel()))
+    network = build_network(grid, settings)
+    batch = _batch([load_pair(read_pairs_csv(cohort / "cohort.csv")[0], grid)], "cpu")
+    terms = loss_terms(network, RegistrationLoss(settings, 3), batch, network_field(network, batch, settings, "cpu"))
+    terms["loss"].backward()
+    assert similarity in terms and torch.isfinite(terms["loss"]) and float(network.flow.weight.grad.abs().sum()) > 0

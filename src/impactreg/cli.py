@@ -128,6 +128,8 @@ def _add_learn_commands(commands) -> None:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--features", type=int, nargs="+", default=[16, 32, 32, 32], help="UNet channels per level")
     tr.add_argument("--integration-steps", type=int, default=7, help="scaling and squaring steps (0: a displacement)")
+    tr.add_argument("--similarity", default="impact", choices=("impact", "mi", "lncc"),
+                    help="impact (default), or MONAI's mutual information / local NCC for comparison")
     tr.add_argument("--impact-model", default="MIND/R1D2", help="IMPACT model(s), comma-separated: MIND/R<r>D<d>, "
                                                                  "a TorchScript path or a hub name")
     tr.add_argument("--impact-layers", default="1", help="layers mask(s), comma-separated, e.g. 1 or 0110")
@@ -175,7 +177,7 @@ def _run_train(args) -> int:
     models, layers = args.impact_model.split(","), args.impact_layers.split(",")
     settings = LearnSettings(
         features=tuple(args.features), strides=(2,) * (len(args.features) - 1),
-        integration_steps=args.integration_steps, models=models[0] if len(models) == 1 else models,
+        integration_steps=args.integration_steps, similarity=args.similarity, models=models[0] if len(models) == 1 else models,
         layers_mask=layers[0] if len(layers) == 1 else layers, layer_weights=args.impact_weights,
         distance=args.impact_distance, normalization=args.impact_normalization, feature_channels=args.impact_channels,
         slice_axis=args.impact_slice_axis, regularizer=args.regularizer,

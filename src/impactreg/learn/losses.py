@@ -1,5 +1,8 @@
 """The training loss: IMPACT(fixed, warped moving) + lambda x regulariser(field) + w x Dice(labels).
 
+For comparison the similarity can instead be MONAI's GlobalMutualInformationLoss ("mi") or
+LocalNormalizedCrossCorrelationLoss ("lncc"), on the network's [0, 1]-scaled inputs (no mask).
+
 The regulariser is MONAI's DiffusionLoss (mean squared first differences) or BendingEnergyLoss (second
 differences) of the network's field in voxels of the model grid; the Dice term is MONAI's soft Dice
 between the fixed labels and the moving labels (one-hot, warped linearly), background excluded.
@@ -16,22 +19,37 @@ from .settings import LearnSettings
 class RegistrationLoss(torch.nn.Module):
     def __init__(self, settings: LearnSettings, dim: int, device="cpu"):
         super().__init__()
-        from monai.losses import BendingEnergyLoss, DiceLoss, DiffusionLoss
+        from monai.losses import (BendingEnergyLoss, DiceLoss, DiffusionLoss, GlobalMutualInformationLoss,
+                                  LocalNormalizedCrossCorrelationLoss)
 
-        self.similarity = IMPACT(settings.models, dimension=dim if settings.slice_axis is None else 2,
-                                 channels=settings.feature_channels, layers_mask=settings.layers_mask,
-                                 weights=settings.layer_weights, distance=settings.distance,
-                                 normalization=settings.normalization, device=device, slice_axis=settings.slice_axis)
+        if settings.similarity == "mi":
+            mi = GlobalMutualInformationLoss()
+            self.similarity = lambda f, m, mask=None: mi(m, f)
+        elif settings.similarity == "lncc":
+            lncc = LocalNormalizedCrossCorrelationLoss(spatial_dims=dim, kernel_size=5)
+            self.similarity = lambda f, m, mask=None: lncc(m, f)
+        else:
+            self.similarity = IMPACT(settings.models, dimension=dim if settings.slice_axis is None else 2,
+                                     channels=settings.feature_channels, layers_mask=settings.layers_mask,
+                                     weights=settings.layer_weights, distance=settings.distance,
+                                     normalization=settings.normalization, device=device,
+                                     slice_axis=settings.slice_axis)
         self.regularizer = DiffusionLoss() if settings.regularizer == "diffusion" else BendingEnergyLoss()
         self.dice = DiceLoss(include_background=False)
         self.settings = settings
 
+    def images(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fixed, moving) the similarity compares: raw intensities for IMPACT, [0, 1]-scaled for MI/LNCC."""
+        if self.settings.similarity == "impact":
+            return batch["fixed"], batch["moving"]
+        return batch["fixed_input"], batch["moving_input"]
+
     def forward(self, fixed: torch.Tensor, warped: torch.Tensor, field: torch.Tensor, mask: torch.Tensor | None = None,
                 fixed_onehot: torch.Tensor | None = None, warped_onehot: torch.Tensor | None = None) -> dict:
         """The terms and their weighted sum ('loss'); tensors (B, C, *spatial)."""
-        terms = {"impact": self.similarity(fixed, warped, mask)}
+        terms = {self.settings.similarity: self.similarity(fixed, warped, mask)}
         terms["reg"] = self.regularizer(field)
-        total = terms["impact"] + self.settings.regularization_weight * terms["reg"]
+        total = terms[self.settings.similarity] + self.settings.regularization_weight * terms["reg"]
         if self.settings.dice_weight > 0 and fixed_onehot is not None and warped_onehot is not None:
             terms["dice"] = self.dice(warped_onehot, fixed_onehot)
             total = total + self.settings.dice_weight * terms["dice"]

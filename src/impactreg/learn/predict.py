@@ -46,12 +46,13 @@ def instance_optimise(model: TrainedModel, batch: dict, field_: torch.Tensor, st
     parameter = field_.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=learning_rate)
     network = model.network
+    fixed, moving = loss_fn.images(batch)
     values = []
     from tqdm import tqdm
 
     for _ in tqdm(range(steps), disable=not progress, leave=False, desc="instance optimisation"):
         ddf = network.displacement(parameter)
-        terms = loss_fn(batch["fixed"], network.warp(batch["moving"], ddf), parameter, batch["mask"])
+        terms = loss_fn(fixed, network.warp(moving, ddf), parameter, batch["mask"])
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field, fields
 from ..errors import ParameterError
 
 REGULARIZERS = ("diffusion", "bending")
+SIMILARITIES = ("impact", "mi", "lncc")
 
 
 @dataclass
@@ -14,7 +15,8 @@ class LearnSettings:
     features: tuple[int, ...] = (16, 32, 32, 32)
     strides: tuple[int, ...] = (2, 2, 2)
     integration_steps: int = 7
-    # similarity: impactreg.IMPACT on fixed vs warped moving
+    # similarity: impactreg.IMPACT on fixed vs warped moving ("mi", "lncc": MONAI's intensity losses, for comparison)
+    similarity: str = "impact"
     models: str = "MIND/R1D2"
     layers_mask: str = "1"
     layer_weights: tuple[float, ...] | None = None
@@ -42,6 +44,8 @@ class LearnSettings:
         self.labels = tuple(int(v) for v in self.labels)
         if self.layer_weights is not None:
             self.layer_weights = tuple(float(v) for v in self.layer_weights)
+        if self.similarity not in SIMILARITIES:
+            raise ParameterError(f"similarity {self.similarity!r}: use one of {', '.join(SIMILARITIES)}")
         if self.regularizer not in REGULARIZERS:
             raise ParameterError(f"regulariser {self.regularizer!r}: use one of {', '.join(REGULARIZERS)}")
         if len(self.features) != len(self.strides) + 1:

@@ -97,13 +97,14 @@ def network_field(network: RegistrationNetwork, batch: dict, settings: LearnSett
 
 def loss_terms(network, loss_fn: RegistrationLoss, batch: dict, field_: torch.Tensor) -> dict:
     ddf = network.displacement(field_)
-    warped = network.warp(batch["moving"], ddf)
+    fixed, moving = loss_fn.images(batch)
+    warped = network.warp(moving, ddf)
     onehots = {}
     if loss_fn.settings.dice_weight > 0 and "fixed_labels" in batch:
         labels = loss_fn.settings.labels
         onehots = {"fixed_onehot": one_hot(batch["fixed_labels"], labels),
                    "warped_onehot": network.warp(one_hot(batch["moving_labels"], labels), ddf)}
-    return loss_fn(batch["fixed"], warped, field_, batch["mask"], **onehots)
+    return loss_fn(fixed, warped, field_, batch["mask"], **onehots)
 
 
 def validate(network: RegistrationNetwork, pairs: list[PairData], settings: LearnSettings, device) -> dict:
