@@ -9,6 +9,8 @@ between the fixed labels and the moving labels (one-hot, warped linearly), backg
 """
 from __future__ import annotations
 
+import warnings
+
 import torch
 import torch.nn.functional as F
 
@@ -48,7 +50,9 @@ class RegistrationLoss(torch.nn.Module):
                 fixed_onehot: torch.Tensor | None = None, warped_onehot: torch.Tensor | None = None) -> dict:
         """The terms and their weighted sum ('loss'); tensors (B, C, *spatial)."""
         terms = {self.settings.similarity: self.similarity(fixed, warped, mask)}
-        terms["reg"] = self.regularizer(field)
+        with warnings.catch_warnings():  # MONAI's finite differences index with lists (torch deprecates it)
+            warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
+            terms["reg"] = self.regularizer(field)
         total = terms[self.settings.similarity] + self.settings.regularization_weight * terms["reg"]
         if self.settings.dice_weight > 0 and fixed_onehot is not None and warped_onehot is not None:
             terms["dice"] = self.dice(warped_onehot, fixed_onehot)

@@ -10,6 +10,7 @@ weights, the model grid and the settings: everything ``predict`` needs.
 from __future__ import annotations
 
 import os
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,9 +49,11 @@ class RegistrationNetwork(torch.nn.Module):
         torch.nn.init.normal_(self.flow.weight, std=1e-5)  # start near the identity, as VoxelMorph does
         torch.nn.init.zeros_(self.flow.bias)
         self.activation = torch.nn.LeakyReLU(0.2)
-        self.integrate = DVF2DDF(settings.integration_steps) if settings.integration_steps > 0 else None
-        self.warp_linear = Warp(mode="bilinear", padding_mode="border")
-        self.warp_nearest = Warp(mode="nearest", padding_mode="border")
+        with warnings.catch_warnings():  # MONAI says, every time, that it uses torch's grid_sample
+            warnings.filterwarnings("ignore", message=".*Using PyTorch native grid_sample")
+            self.integrate = DVF2DDF(settings.integration_steps) if settings.integration_steps > 0 else None
+            self.warp_linear = Warp(mode="bilinear", padding_mode="border")
+            self.warp_nearest = Warp(mode="nearest", padding_mode="border")
 
     def forward(self, moving: torch.Tensor, fixed: torch.Tensor) -> torch.Tensor:
         return self.flow(self.activation(self.unet(torch.cat([moving, fixed], dim=1))))

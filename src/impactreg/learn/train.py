@@ -108,7 +108,7 @@ def loss_terms(network, loss_fn: RegistrationLoss, batch: dict, field_: torch.Te
 
 
 def validate(network: RegistrationNetwork, pairs: list[PairData], settings: LearnSettings, device) -> dict:
-    """Mean Dice (labels, nearest) and mean TRE (points) of the validation pairs; NaN where absent."""
+    """Mean Dice (labels, nearest) and mean TRE (points) of the validation pairs that have them."""
     dices, tres = [], []
     network.eval()
     with torch.no_grad():
@@ -123,8 +123,12 @@ def validate(network: RegistrationNetwork, pairs: list[PairData], settings: Lear
                 transform = field_transform(ddf[0], pair.grid)
                 tres.append(float(target_registration_errors(transform, pair.fixed_points, pair.moving_points).mean()))
     network.train()
-    mean = lambda v: float(np.nanmean(v)) if v and not all(np.isnan(v)) else float("nan")  # noqa: E731
-    return {"val_dice": mean(dices), "val_tre_mm": mean(tres)}
+    measures = {}
+    if dices:
+        measures["val_dice"] = float(np.nanmean(dices)) if not all(np.isnan(dices)) else float("nan")
+    if tres:
+        measures["val_tre_mm"] = float(np.mean(tres))
+    return measures
 
 
 def _save_checkpoint(path, network, optimizer, grid, settings, epoch, index, step, history, split) -> None:
