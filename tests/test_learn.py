@@ -2,8 +2,6 @@
 elastix's transformix applies, and the IMPACT term's gradient reaching the network."""
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import numpy as np
 import pytest

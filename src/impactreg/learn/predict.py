@@ -26,6 +26,7 @@ from .cohort import PairFiles, load_pair
 from .grid import field_transform
 from .losses import RegistrationLoss
 from .network import TrainedModel, load_model
+from .settings import LearnSettings
 from .train import _batch, network_field
 
 
@@ -41,8 +42,8 @@ class PredictResult:
 def instance_optimise(model: TrainedModel, batch: dict, field_: torch.Tensor, steps: int, learning_rate: float,
                       device, progress: bool = False) -> tuple[torch.Tensor, list[float]]:
     """Adam on the network's field (voxels) for this pair: the training loss without Dice."""
-    loss_fn = RegistrationLoss(model.settings, model.grid.dim, device)
-    loss_fn.settings = type(model.settings).from_dict({**model.settings.as_dict(), "dice_weight": 0.0})
+    settings = LearnSettings.from_dict({**model.settings.as_dict(), "dice_weight": 0.0})
+    loss_fn = RegistrationLoss(settings, model.grid.dim, device)
     parameter = field_.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([parameter], lr=learning_rate)
     network = model.network
