@@ -201,3 +201,17 @@ def test_intensity_similarities_for_comparison(cohort, similarity):
     terms = loss_terms(network, RegistrationLoss(settings, 3), batch, network_field(network, batch, settings, "cpu"))
     terms["loss"].backward()
     assert similarity in terms and torch.isfinite(terms["loss"]) and float(network.flow.weight.grad.abs().sum()) > 0
+
+
+def test_model_file_holds_grid_and_settings_and_refuses_other_files(tmp_path):
+    from impactreg.errors import ModelError
+    from impactreg.learn import save_model
+
+    grid = ModelGrid(np.array([16, 16, 8]), np.array([2.0, 2.0, 3.0]), rotation(10).ravel())  # numpy values
+    settings = LearnSettings(**TINY, similarity="lncc", dice_weight=0.5, labels=(1, 2))
+    path = save_model(tmp_path / "m.pt", build_network(grid, settings), grid, settings)
+    model = load_model(path)
+    assert model.grid == grid and model.settings == settings
+    (tmp_path / "other.pt").write_bytes(b"not a model")
+    with pytest.raises(ModelError, match="not an impactreg model file"):
+        load_model(tmp_path / "other.pt")

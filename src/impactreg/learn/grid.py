@@ -31,6 +31,13 @@ class ModelGrid:
     spacing: tuple[float, ...]
     direction: tuple[float, ...]
 
+    def __post_init__(self) -> None:  # plain Python numbers: the model file is read with weights_only=True
+        object.__setattr__(self, "size", tuple(int(v) for v in self.size))
+        object.__setattr__(self, "spacing", tuple(float(v) for v in np.ravel(self.spacing)))
+        object.__setattr__(self, "direction", tuple(float(v) for v in np.ravel(self.direction)))
+        if len(self.spacing) != self.dim or len(self.direction) != self.dim ** 2:
+            raise InputError(f"model grid: {self.dim} sizes need {self.dim} spacings and {self.dim ** 2} direction values")
+
     @property
     def dim(self) -> int:
         return len(self.size)

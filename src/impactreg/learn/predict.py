@@ -33,7 +33,7 @@ from .train import _batch, network_field
 @dataclass
 class PredictResult:
     transform: DeformationFieldTransform  # fixed -> moving, on the fixed image's grid
-    warped: Image  # the moving image resampled on the fixed grid
+    warped: Image | None  # the moving image resampled on the fixed grid (None when not asked for)
     losses: dict = field(default_factory=dict)  # loss before and after instance optimisation
     outputs: dict = field(default_factory=dict)
     seconds: float = 0.0
@@ -63,8 +63,9 @@ def instance_optimise(model: TrainedModel, batch: dict, field_: torch.Tensor, st
 
 def predict(model, fixed, moving, out_dir: str | os.PathLike | None = None, fixed_mask=None,
             instance_steps: int = 0, instance_learning_rate: float = 0.1, device="cpu", progress: bool = False,
-            qc: bool = False) -> PredictResult:
-    """Register ``moving`` to ``fixed`` (paths or Images) with a trained model (a path or TrainedModel)."""
+            qc: bool = False, result_image: bool = True) -> PredictResult:
+    """Register ``moving`` to ``fixed`` (paths or Images) with a trained model (a path or TrainedModel).
+    ``result_image=False`` skips resampling the moving image (without ``out_dir`` only)."""
     start = time.perf_counter()
     device = torch.device(device)
     source = model
@@ -85,7 +86,9 @@ def predict(model, fixed, moving, out_dir: str | os.PathLike | None = None, fixe
     with torch.no_grad():
         ddf = network.displacement(field_)[0]
     transform = field_transform(ddf, pair.grid, fixed_image.grid)
-    warped = resample(moving_image, transform, fixed_image.grid, order=3, device=device)
+    warped = None
+    if result_image or out_dir is not None:
+        warped = resample(moving_image, transform, fixed_image.grid, order=3, device=device)
     result = PredictResult(transform, warped, losses, seconds=time.perf_counter() - start)
     if out_dir is not None:
         result.outputs = write_outputs(result, out_dir, fixed_image, moving_image, model, inputs={
