@@ -215,3 +215,21 @@ def test_model_file_holds_grid_and_settings_and_refuses_other_files(tmp_path):
     (tmp_path / "other.pt").write_bytes(b"not a model")
     with pytest.raises(ModelError, match="not an impactreg model file"):
         load_model(tmp_path / "other.pt")
+
+
+def test_two_dimensional_pairs_train_and_predict(tmp_path):
+    grid = Grid((24, 20), (1.5, 1.5), (0.0, 0.0), np.eye(2))
+    points = grid.voxel_points().numpy()
+    rows = ["id,fixed,moving"]
+    for i in range(2):
+        for name, shift in (("f", 0.0), ("m", 2.0)):
+            value = np.exp(-((points - [15.0 + shift, 14.0 + 2 * i]) ** 2).sum(1) / 30.0) * 100
+            write_image(Image(torch.from_numpy(value.reshape(1, *grid.shape)).float(), grid), tmp_path / f"{name}{i}.mha")
+        rows.append(f"p{i},f{i}.mha,m{i}.mha")
+    (tmp_path / "pairs.csv").write_text("\n".join(rows) + "\n")
+    result = train(read_pairs_csv(tmp_path / "pairs.csv"), tmp_path / "m2d.pt", LearnSettings(**TINY, epochs=1),
+                   validation_fraction=0, report=None)
+    assert load_model(result.model_path).grid.size == (24, 20)
+    out = predict(result.model_path, tmp_path / "f0.mha", tmp_path / "m0.mha", tmp_path / "out", instance_steps=2)
+    assert out.transform.dim == 2 and out.warped.grid.same_as(grid)
+    assert (tmp_path / "out" / "TransformParameters.0.txt").is_file()
