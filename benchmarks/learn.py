@@ -97,6 +97,8 @@ def main(argv=None) -> int:
     parser.add_argument("--held-out", type=int, default=8, help="held-out pairs")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lambda", dest="regularization_weight", type=float, default=1.0)
+    parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    parser.add_argument("--similarities", nargs="+", default=["impact", "mi", "lncc"], choices=("impact", "mi", "lncc"))
     parser.add_argument("--instance-steps", type=int, default=100)
     parser.add_argument("--bspline-pairs", type=int, default=None, help="held-out pairs run through the B-spline "
                                                                          "engines (default: all)")
@@ -111,9 +113,10 @@ def main(argv=None) -> int:
     rows = [{"case": c.name, "method": "identity", "seconds": 0.0, **score(c, impactreg.transforms.TranslationTransform(3))}
             for c in held]
     train_seconds = {}
-    for similarity, label in (("impact", "VoxelMorph + IMPACT (MIND)"), ("mi", "VoxelMorph + MI"),
-                              ("lncc", "VoxelMorph + LNCC")):
-        settings = LearnSettings(similarity=similarity, epochs=args.epochs, seed=0,
+    labels = {"impact": "VoxelMorph + IMPACT (MIND)", "mi": "VoxelMorph + MI", "lncc": "VoxelMorph + LNCC"}
+    for similarity in args.similarities:
+        label = labels[similarity]
+        settings = LearnSettings(similarity=similarity, epochs=args.epochs, seed=0, learning_rate=args.lr,
                                  regularization_weight=args.regularization_weight)
         model_path = work / f"model_{similarity}.pt"
         print(f"training {label} ...", flush=True)
