@@ -10,7 +10,7 @@ by MAE and SSIM inside the head.
 
     PYTHONPATH=src python examples/synthesis_impact_synth.py            # MIND 2D, a few minutes on a CPU
     python examples/synthesis_impact_synth.py --model SAM2.1/SAM2.1_Tiny --channels 3 \\
-        --normalization imagenet --layers 0110          # a hub model (downloaded once), RGB replication
+        --normalization imagenet       # a hub model (downloaded once), RGB replication; --layers picks layers
 
 The MNI152 files come from the nilearn wheel or from $IMPACTREG_DATA/mni152.
 """

@@ -14,8 +14,8 @@ volumes runs slice by slice along ``slice_axis`` (0 = the first spatial axis of 
 each volume's statistics for the normalisation; ``channels=3`` replicates a grey image for RGB
 models; ``weights`` weighs the selected layers; a mask is resampled (nearest) to each feature grid:
 
-    perceptual = impactreg.IMPACT("SAM2.1/SAM2.1_Tiny", dimension=2, channels=3, normalization="imagenet",
-                                  layers_mask="0110", weights=[1, 0.5], slice_axis=0)
+    perceptual = impactreg.IMPACT("encoder_2d.pt", dimension=2, channels=3, normalization="imagenet",
+                                  layers_mask="011", weights=[1, 0.5], slice_axis=0)  # a 3-layer RGB model
     loss = F.l1_loss(synthetic, real) + 0.1 * perceptual(real, synthetic, body_mask)
 """
 from __future__ import annotations
