@@ -142,7 +142,115 @@ def _build_parser() -> argparse.ArgumentParser:
     pa = commands.add_parser("parameters", help="list every parameter-map key impactreg knows",
                              description="Every parameter-map key: type, default, allowed values and meaning.")
     pa.add_argument("name", nargs="?", help="show only keys containing this text")
+    _add_learn_commands(commands)
     return parser
+
+
+def _add_learn_commands(commands) -> None:
+    """`train` and `predict`: the learning path (needs MONAI, the `learn` extra)."""
+    tr = commands.add_parser("train", help="train a VoxelMorph-style network with the IMPACT loss (MONAI)",
+                             description="Train a registration network on a cohort (CSV of pairs, or an atlas and a "
+                                         "list of images) with IMPACT + a regulariser (+ Dice on labels); writes ONE "
+                                         "model file (weights, model grid, settings). Resumes from MODEL.checkpoint.")
+    tr.add_argument("--pairs", metavar="CSV", help="cohort CSV: id,fixed,moving[,fixed_mask,moving_mask,fixed_labels,"
+                                                   "moving_labels,fixed_points,moving_points]")
+    tr.add_argument("--atlas", metavar="IMAGE", help="the fixed image of every pair (with --images)")
+    tr.add_argument("--images", metavar="LIST", help="moving images, one per line (or a CSV image[,mask,labels,points])")
+    tr.add_argument("--atlas-mask", metavar="MASK")
+    tr.add_argument("--atlas-labels", metavar="IMAGE")
+    tr.add_argument("--atlas-points", metavar="FILE")
+    tr.add_argument("-o", "--model", required=True, metavar="FILE", help="the model file to write, e.g. model.pt")
+    tr.add_argument("--spacing", type=float, nargs="+", metavar="MM", help="model grid spacing (default: the first fixed image's)")
+    tr.add_argument("--size", type=int, nargs="+", metavar="N", help="model grid size x y [z] (default: covers the fixed images)")
+    tr.add_argument("--epochs", type=int, default=10)
+    tr.add_argument("--batch-size", type=int, default=1)
+    tr.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
+    tr.add_argument("--weight-decay", type=float, default=1e-4)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--features", type=int, nargs="+", default=[16, 32, 32, 32], help="UNet channels per level")
+    tr.add_argument("--integration-steps", type=int, default=7, help="scaling and squaring steps (0: a displacement)")
+    tr.add_argument("--similarity", default="impact", choices=("impact", "mi", "lncc"),
+                    help="impact (default), or MONAI's mutual information / local NCC for comparison")
+    tr.add_argument("--impact-model", default="MIND/R1D2", help="IMPACT model(s), comma-separated: MIND/R<r>D<d>, "
+                                                                 "a TorchScript path or a hub name")
+    tr.add_argument("--impact-layers", default="1", help="layers mask(s), comma-separated, e.g. 1 or 0110")
+    tr.add_argument("--impact-weights", type=float, nargs="+", help="one weight per selected layer")
+    tr.add_argument("--impact-distance", default="L1", help="L1, L2, Cosine, L1Cosine, DotProduct, Dice or NCC")
+    tr.add_argument("--impact-normalization", default="none", help="none, zscore, minmax, ct or imagenet")
+    tr.add_argument("--impact-channels", type=int, default=1, help="input channels of the model (3: replicated grey)")
+    tr.add_argument("--impact-slice-axis", type=int, choices=(0, 1, 2), help="run a 2D model slice by slice along this "
+                                                                             "tensor axis (0 = z)")
+    tr.add_argument("--regularizer", default="diffusion", choices=("diffusion", "bending"))
+    tr.add_argument("--lambda", dest="regularization_weight", type=float, default=1.0, help="regulariser weight")
+    tr.add_argument("--dice-weight", type=float, default=0.0, help="weight of the Dice loss on labels (semi-supervised)")
+    tr.add_argument("--validation", type=float, default=0.2, help="fraction of the pairs held out for validation")
+    tr.add_argument("--checkpoint-every", type=int, default=50, metavar="STEPS")
+    tr.add_argument("--no-resume", action="store_true", help="start afresh even if MODEL.checkpoint exists")
+    tr.add_argument("--max-steps", type=int, help="stop after this many steps in all, leaving a checkpoint")
+    tr.add_argument("--no-amp", action="store_true", help="no bfloat16 mixed precision on CUDA")
+    _add_common(tr)
+
+    pd = commands.add_parser("predict", help="register a pair with a trained model (+ instance optimisation)",
+                             description="Apply a model from `impactreg train` to a pair in physical space, optionally "
+                                         "refine it by instance optimisation, and write TransformParameters.0.txt "
+                                         "(DeformationFieldTransform, read by transformix and `impactreg evaluate`), "
+                                         "the field DeformationFieldImage.0.mha and result.0.mha to -out.")
+    pd.add_argument("--model", required=True, metavar="FILE")
+    pd.add_argument("-f", dest="fixed", required=True, metavar="FIXED")
+    pd.add_argument("-m", dest="moving", required=True, metavar="MOVING")
+    pd.add_argument("-out", dest="out", required=True, metavar="DIR")
+    pd.add_argument("-fMask", dest="fixed_mask", metavar="MASK", help="fixed-image mask (instance optimisation)")
+    pd.add_argument("--instance-steps", type=int, default=0, help="Adam steps of the training loss on this pair")
+    pd.add_argument("--instance-lr", type=float, default=0.1, help="Adam learning rate (voxels of the model grid)")
+    pd.add_argument("--qc", action="store_true", help="also write qc.png and qc.html")
+    _add_common(pd)
+
+
+def _run_train(args) -> int:
+    from .learn import LearnSettings, atlas_pairs, read_pairs_csv, train
+
+    if bool(args.pairs) == bool(args.atlas or args.images):
+        raise ImpactRegError("give the cohort as --pairs CSV, or as --atlas IMAGE with --images LIST (not both)")
+    if args.atlas and not args.images or args.images and not args.atlas:
+        raise ImpactRegError("an atlas cohort needs both --atlas IMAGE and --images LIST")
+    pairs = read_pairs_csv(args.pairs) if args.pairs else atlas_pairs(
+        args.atlas, args.images, args.atlas_mask, args.atlas_labels, args.atlas_points)
+    models, layers = args.impact_model.split(","), args.impact_layers.split(",")
+    settings = LearnSettings(
+        features=tuple(args.features), strides=(2,) * (len(args.features) - 1),
+        integration_steps=args.integration_steps, similarity=args.similarity, models=models[0] if len(models) == 1 else models,
+        layers_mask=layers[0] if len(layers) == 1 else layers, layer_weights=args.impact_weights,
+        distance=args.impact_distance, normalization=args.impact_normalization, feature_channels=args.impact_channels,
+        slice_axis=args.impact_slice_axis, regularizer=args.regularizer,
+        regularization_weight=args.regularization_weight, dice_weight=args.dice_weight, learning_rate=args.lr,
+        weight_decay=args.weight_decay, batch_size=args.batch_size, epochs=args.epochs, seed=args.seed,
+        mixed_precision=not args.no_amp)
+    report = None if args.quiet else print
+    result = train(pairs, args.model, settings, spacing=args.spacing, size=args.size,
+                   validation_fraction=args.validation, checkpoint_every=args.checkpoint_every,
+                   resume=not args.no_resume, max_steps=args.max_steps, device=args.device,
+                   progress=not args.quiet and sys.stderr.isatty(), report=report)
+    if not args.quiet:
+        if result.finished:
+            print(f"trained {result.steps} step(s) in {result.seconds:.1f} s; wrote {result.model_path}")
+        else:
+            print(f"stopped after {result.steps} step(s); resume with the same command (checkpoint {args.model}.checkpoint)")
+    return 0
+
+
+def _run_predict(args) -> int:
+    from .learn import predict
+
+    result = predict(args.model, args.fixed, args.moving, args.out, fixed_mask=args.fixed_mask,
+                     instance_steps=args.instance_steps, instance_learning_rate=args.instance_lr, device=args.device,
+                     progress=not args.quiet and sys.stderr.isatty(), qc=args.qc)
+    if not args.quiet:
+        extra = (f"; instance optimisation loss {result.losses['instance_first']:.5g} -> "
+                 f"{result.losses['instance_last']:.5g}" if result.losses else "")
+        print(f"predicted in {result.seconds:.1f} s{extra}; outputs in {args.out}")
+        for path in result.outputs.values():
+            print(f"  {path}")
+    return 0
 
 
 def _run_transform(args) -> int:
@@ -351,6 +459,7 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"transform": _run_transform, "register": _run_register, "parameters": _run_parameters,
                 "models": _run_models, "presets": _run_presets, "evaluate": _run_evaluate,
                 "qc": _run_qc, "batch": _run_batch}
+    handlers.update({"train": _run_train, "predict": _run_predict})
     try:
         with terminate_raises():
             return handlers[args.command](args)
