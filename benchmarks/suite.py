@@ -31,6 +31,7 @@ from cases import DATA, DEFAULT_SUITE, SUITE_CASES  # noqa: E402
 from common import (DEFAULT, QUICK, RESULTS, VOXELS, Settings, agreement, engine_transform,  # noqa: E402
                     impact_configs, machine, mi_maps, mi_stages, score, warm_up, workdir, write_maps)
 
+from impactreg.presets import preset_maps  # noqa: E402
 from impactreg.transforms import TranslationTransform  # noqa: E402
 
 
@@ -40,6 +41,8 @@ class Method:
     engine: str  # "elastix" or "impactreg"
     impact: str | None = None  # a configuration of common.impact_configs()
     dimensions: tuple[int, ...] = (2, 3)
+    initialisation: str | None = None  # AutomaticTransformInitializationMethod of the first stage (default: the maps')
+    preset: str | None = None  # run impactreg's shipped preset (its own iterations) instead of the suite's maps
 
     @property
     def jacobian(self) -> bool:
@@ -53,6 +56,16 @@ METHODS = {
     "mind-jacobian": Method("impactreg IMPACT MIND Jacobian", "impactreg", "mind-jacobian"),
     "m730-jacobian": Method("impactreg IMPACT M730 layer 1 Jacobian", "impactreg", "m730-jacobian", (3,)),  # a 3D model
     "m730-static": Method("impactreg IMPACT M730 layer 1 Static", "impactreg", "m730-static", (3,)),
+    "impactreg-mi-search": Method("impactreg Mattes MI, Search initialisation", "impactreg", initialisation="Search"),
+    "mind-static-search": Method("impactreg IMPACT MIND Static, Search initialisation", "impactreg", "mind-static",
+                                 initialisation="Search"),
+    "preset-bspline-mi": Method("impactreg preset bspline-mi", "impactreg", preset="bspline-mi"),
+    "preset-bspline-mi-centre": Method("impactreg preset bspline-mi, centres aligned", "impactreg", preset="bspline-mi",
+                                       initialisation="GeometricalCenter"),
+    "preset-impact-mr-ct": Method("impactreg preset impact-mr-ct", "impactreg", preset="impact-mr-ct"),
+    "preset-impact-mr-ct-centre": Method("impactreg preset impact-mr-ct, centres aligned", "impactreg",
+                                         preset="impact-mr-ct", initialisation="GeometricalCenter"),
+    "deepbet-static": Method("impactreg IMPACT deepbet LinkNet3d layer 11 Static", "impactreg", "deepbet-static", (3,)),
 }
 DEFAULT_METHODS = ["elastix-mi", "impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian"]
 REFERENCE = "elastix-mi"
@@ -79,7 +92,12 @@ def impact_stage(final_mi_stage: dict, config: str, iterations: int, samples: in
 
 
 def method_stages(case, method: Method, settings: Settings) -> list[dict]:
-    stages = mi_stages(case, settings)
+    if method.preset is not None:
+        stages = [dict(pm.as_dict(), **case.map_overrides) for pm in preset_maps(method.preset)]
+    else:
+        stages = mi_stages(case, settings)
+    if method.initialisation is not None:
+        stages[0] = dict(stages[0], AutomaticTransformInitializationMethod=method.initialisation)
     if method.impact is None:
         return stages
     iterations = settings.jacobian_iterations if method.jacobian else settings.iterations
@@ -166,7 +184,11 @@ def failures(rows: list[dict]) -> str:
 
 
 SHORT = {"elastix-mi": "elastix\nMI", "impactreg-mi": "impactreg\nMI", "mind-static": "MIND\nStatic",
-         "mind-jacobian": "MIND\nJacobian", "m730-jacobian": "M730\nJacobian", "m730-static": "M730\nStatic"}
+         "mind-jacobian": "MIND\nJacobian", "m730-jacobian": "M730\nJacobian", "m730-static": "M730\nStatic",
+         "deepbet-static": "deepbet\nStatic", "impactreg-mi-search": "impactreg\nMI search",
+         "mind-static-search": "MIND Static\nsearch", "preset-bspline-mi": "preset\nbspline-mi",
+         "preset-bspline-mi-centre": "preset\nbspline-mi\ncentre", "preset-impact-mr-ct": "preset\nimpact-mr-ct",
+         "preset-impact-mr-ct-centre": "preset\nimpact-mr-ct\ncentre"}
 
 PLOTS = {  # measure: (per-point key, y label, log scale)
     "tre": ("tre_points", "TRE per landmark (mm)", True),

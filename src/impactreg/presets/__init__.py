@@ -14,8 +14,8 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
                     ["affine.txt", "impact_mind.txt"]),
     "impact-ct-cbct": ("affine MI then B-spline with IMPACT Jacobian on early M730 layers: CT/CBCT (downloads TS/M730_2_Layers.pt)",
                        ["affine.txt", "impact_ct_cbct.txt"]),
-    "impact-mr-ct": ("affine MI then B-spline with IMPACT MIND Static, cubic feature maps: MR/CT",
-                     ["affine.txt", "impact_mr_ct.txt"]),
+    "impact-mr-ct": ("affine MI started by a search over every overlap (partial fields of view), then B-spline "
+                     "with IMPACT MIND Static, cubic feature maps: MR/CT", ["affine_search.txt", "impact_mr_ct.txt"]),
 }
 DEFAULT = "impact-mind"
 
