@@ -56,7 +56,7 @@ VOXELS = ["6 6 6", "4 4 4", "3 3 3", "2 2 2"]  # IMPACT voxel sizes (mm) per res
 
 
 def impact_spline_stage(iterations: int, samples: int, model: str, mode: str, patch: int, normalization: str,
-                        order: int = 3, layers: str = "1") -> dict:
+                        order: int = 3, layers: str = "1", voxels: list[str] = VOXELS) -> dict:
     """The B-spline stage of ``mi_maps`` with IMPACT; ``order`` interpolates the Jacobian patches or
     Static feature maps."""
     spline = dict(mi_maps(iterations)[1], Metric="Impact", NumberOfSpatialSamples=samples,
@@ -64,7 +64,7 @@ def impact_spline_stage(iterations: int, samples: int, model: str, mode: str, pa
     spline.update({"ImpactModelsPath0": model, "ImpactPatchSize0": [patch] * 3, "ImpactLayersMask0": layers,
                    "ImpactSubsetFeatures0": 32, "ImpactDistance0": "L2", "ImpactMode": mode,
                    "ImpactNormalization0": normalization})
-    for level, voxel in enumerate(VOXELS):
+    for level, voxel in enumerate(voxels):
         spline[f"ImpactVoxelSize{level}"] = voxel.split()
     return spline
 
@@ -78,10 +78,11 @@ def impact_configs(iterations: int, samples: int) -> dict[str, dict]:
         "mind-jacobian": impact_spline_stage(iterations, samples, "MIND/R1D2", "Jacobian", 7, "none"),
         "m730-jacobian": impact_spline_stage(iterations, samples, m730, "Jacobian", 5, "zscore"),
         "m730-static": impact_spline_stage(iterations, samples, m730, "Static", 0, "zscore"),
-        # deepbet's LinkNet3d (brain T1; impactreg[deepbet]), read from the installed wheel: the last
-        # decoder layer (8 channels at stride 2), normalised inside the model
+        # deepbet's LinkNet3d (brain T1; impactreg[deepbet]), read from the installed wheel, normalised inside the
+        # model: layer 2 (16 channels at stride 4, receptive field 43 voxels) at finer voxel sizes than MIND's (the
+        # network was trained at ~0.7 mm; of layers 2, 9 and 11 tried on MNI T1 -> warped T1 the best)
         "deepbet-static": impact_spline_stage(iterations, samples, "deepbet/LinkNet3d", "Static", 0, "none", order=1,
-                                              layers="00000000001"),
+                                              layers="01", voxels=["2 2 2", "1.5 1.5 1.5", "1 1 1", "1 1 1"]),
     }
 
 

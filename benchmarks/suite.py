@@ -60,12 +60,12 @@ METHODS = {
     "mind-static-search": Method("impactreg IMPACT MIND Static, Search initialisation", "impactreg", "mind-static",
                                  initialisation="Search"),
     "preset-bspline-mi": Method("impactreg preset bspline-mi", "impactreg", preset="bspline-mi"),
-    "preset-bspline-mi-centre": Method("impactreg preset bspline-mi, centres aligned", "impactreg", preset="bspline-mi",
-                                       initialisation="GeometricalCenter"),
+    "preset-bspline-mi-search": Method("impactreg preset bspline-mi, Search initialisation", "impactreg",
+                                       preset="bspline-mi", initialisation="Search"),
     "preset-impact-mr-ct": Method("impactreg preset impact-mr-ct", "impactreg", preset="impact-mr-ct"),
     "preset-impact-mr-ct-centre": Method("impactreg preset impact-mr-ct, centres aligned", "impactreg",
                                          preset="impact-mr-ct", initialisation="GeometricalCenter"),
-    "deepbet-static": Method("impactreg IMPACT deepbet LinkNet3d layer 11 Static", "impactreg", "deepbet-static", (3,)),
+    "deepbet-static": Method("impactreg IMPACT deepbet LinkNet3d layer 2 Static", "impactreg", "deepbet-static", (3,)),
 }
 DEFAULT_METHODS = ["elastix-mi", "impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian"]
 REFERENCE = "elastix-mi"
@@ -187,7 +187,7 @@ SHORT = {"elastix-mi": "elastix\nMI", "impactreg-mi": "impactreg\nMI", "mind-sta
          "mind-jacobian": "MIND\nJacobian", "m730-jacobian": "M730\nJacobian", "m730-static": "M730\nStatic",
          "deepbet-static": "deepbet\nStatic", "impactreg-mi-search": "impactreg\nMI search",
          "mind-static-search": "MIND Static\nsearch", "preset-bspline-mi": "preset\nbspline-mi",
-         "preset-bspline-mi-centre": "preset\nbspline-mi\ncentre", "preset-impact-mr-ct": "preset\nimpact-mr-ct",
+         "preset-bspline-mi-search": "preset\nbspline-mi\nsearch", "preset-impact-mr-ct": "preset\nimpact-mr-ct",
          "preset-impact-mr-ct-centre": "preset\nimpact-mr-ct\ncentre"}
 
 PLOTS = {  # measure: (per-point key, y label, log scale)
