@@ -42,6 +42,8 @@ class Method:
     impact: str | None = None  # a configuration of common.impact_configs()
     dimensions: tuple[int, ...] = (2, 3)
     dense: str | None = None  # a dense preset whose dense stage replaces the B-spline stage
+    initialisation: str | None = None  # AutomaticTransformInitializationMethod of the first stage (default: the maps')
+    preset: str | None = None  # run impactreg's shipped preset (its own iterations) instead of the suite's maps
 
     @property
     def jacobian(self) -> bool:
@@ -57,6 +59,16 @@ METHODS = {
     "m730-static": Method("impactreg IMPACT M730 layer 1 Static", "impactreg", "m730-static", (3,)),
     "dense-mind": Method("impactreg dense MIND (ConvexAdam)", "impactreg", dimensions=(3,), dense="dense-mind"),
     "dense-mr-ct": Method("impactreg dense MR/CT (ConvexAdam)", "impactreg", dimensions=(3,), dense="dense-mr-ct"),
+    "impactreg-mi-search": Method("impactreg Mattes MI, Search initialisation", "impactreg", initialisation="Search"),
+    "mind-static-search": Method("impactreg IMPACT MIND Static, Search initialisation", "impactreg", "mind-static",
+                                 initialisation="Search"),
+    "preset-bspline-mi": Method("impactreg preset bspline-mi", "impactreg", preset="bspline-mi"),
+    "preset-bspline-mi-search": Method("impactreg preset bspline-mi, Search initialisation", "impactreg",
+                                       preset="bspline-mi", initialisation="Search"),
+    "preset-impact-mr-ct": Method("impactreg preset impact-mr-ct", "impactreg", preset="impact-mr-ct"),
+    "preset-impact-mr-ct-centre": Method("impactreg preset impact-mr-ct, centres aligned", "impactreg",
+                                         preset="impact-mr-ct", initialisation="GeometricalCenter"),
+    "deepbet-static": Method("impactreg IMPACT deepbet LinkNet3d layer 2 Static", "impactreg", "deepbet-static", (3,)),
 }
 DEFAULT_METHODS = ["elastix-mi", "impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian"]
 REFERENCE = "elastix-mi"
@@ -83,9 +95,14 @@ def impact_stage(final_mi_stage: dict, config: str, iterations: int, samples: in
 
 
 def method_stages(case, method: Method, settings: Settings) -> list[dict]:
-    stages = mi_stages(case, settings)
+    if method.preset is not None:
+        stages = [dict(pm.as_dict(), **case.map_overrides) for pm in preset_maps(method.preset)]
+    else:
+        stages = mi_stages(case, settings)
     if method.dense is not None:  # the MI linear stage, then the preset's dense stage
-        return stages[:-1] + [dict(preset_maps(method.dense)[-1].raw, **case.map_overrides)]
+        stages = stages[:-1] + [dict(preset_maps(method.dense)[-1].raw, **case.map_overrides)]
+    if method.initialisation is not None:
+        stages[0] = dict(stages[0], AutomaticTransformInitializationMethod=method.initialisation)
     if method.impact is None:
         return stages
     iterations = settings.jacobian_iterations if method.jacobian else settings.iterations
@@ -173,7 +190,11 @@ def failures(rows: list[dict]) -> str:
 
 
 SHORT = {"elastix-mi": "elastix\nMI", "impactreg-mi": "impactreg\nMI", "mind-static": "MIND\nStatic",
-         "mind-jacobian": "MIND\nJacobian", "m730-jacobian": "M730\nJacobian", "m730-static": "M730\nStatic"}
+         "mind-jacobian": "MIND\nJacobian", "m730-jacobian": "M730\nJacobian", "m730-static": "M730\nStatic",
+         "deepbet-static": "deepbet\nStatic", "impactreg-mi-search": "impactreg\nMI search",
+         "mind-static-search": "MIND Static\nsearch", "preset-bspline-mi": "preset\nbspline-mi",
+         "preset-bspline-mi-search": "preset\nbspline-mi\nsearch", "preset-impact-mr-ct": "preset\nimpact-mr-ct",
+         "preset-impact-mr-ct-centre": "preset\nimpact-mr-ct\ncentre"}
 
 PLOTS = {  # measure: (per-point key, y label, log scale)
     "tre": ("tre_points", "TRE per landmark (mm)", True),

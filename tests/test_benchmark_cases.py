@@ -51,6 +51,20 @@ def test_abdomen_labels_are_the_shared_organs_in_ct_values(data_dir):
     assert case.fixed.grid.size[2] < read_image(data_dir / "abdomen_ct_mr" / "ct.nii.gz").grid.size[2]
 
 
+def test_uncut_abdomen_keeps_the_whole_ct_whose_box_misses_the_mr_slab(data_dir):
+    from cases import abdomen_ct_mr_uncut
+    from suite import METHODS, QUICK, method_stages
+
+    case = abdomen_ct_mr_uncut()
+    assert case.fixed.grid.size == read_image(data_dir / "abdomen_ct_mr" / "ct.nii.gz").grid.size
+    fixed_box, moving_box = case.fixed.grid.extent_corners(), case.moving.grid.extent_corners()
+    apart = (fixed_box.min(0) > moving_box.max(0)) | (moving_box.min(0) > fixed_box.max(0))
+    assert apart.any()  # no world overlap: only a search can start this registration
+    stages = load_parameter_maps(method_stages(case, METHODS["preset-bspline-mi-search"], QUICK))
+    assert stages[0].get("AutomaticTransformInitializationMethod") == "Search"
+    assert all(pm.get("RequiredRatioOfValidSamples") == 0.02 for pm in stages)
+
+
 @pytest.mark.parametrize("case_key, method", [(case, method) for case in ("brainweb", "lung")
                                                for method in ("impactreg-mi", "mind-static", "mind-jacobian", "m730-jacobian")
                                                if (case, method) != ("brainweb", "m730-jacobian")])  # M730 is 3D

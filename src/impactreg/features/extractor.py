@@ -11,6 +11,7 @@ import torch
 from ..compute.memory import is_out_of_memory
 from ..errors import ModelError
 from .mind import MIND, parse_mind_name
+from .packaged import load_packaged, packaged_name
 from .torchscript import forward_arity, hub_download, load_torchscript, network_dimension, resolve_model_path
 
 log = logging.getLogger("impactreg")
@@ -104,7 +105,8 @@ def _last_line(exc: Exception) -> str:
 
 def load_extractor(name: str, dimension: int, channels: int = 1, normalization: str = "none", device="cpu",
                    base: Path | None = None, downloader: Callable = hub_download) -> FeatureExtractor:
-    """A FeatureExtractor for a built-in MIND name, a TorchScript path, or a hub name (cached)."""
+    """A FeatureExtractor for a built-in MIND name, a TorchScript path, a network shipped in an installed
+    package (``deepbet/LinkNet3d``), or a hub name (cached)."""
     device = torch.device(device)
     local = Path(name)
     mind = parse_mind_name(name, dimension) if not local.is_file() and not (base and (base / name).is_file()) else None
@@ -115,6 +117,16 @@ def load_extractor(name: str, dimension: int, channels: int = 1, normalization: 
         if mind.dim != dimension:
             raise ModelError(f"{name} is a {mind.dim}D MIND but Dimension says {dimension}")
         return FeatureExtractor(mind.to(device), f"MIND/R{mind.radius}D{mind.dilation}", dimension, 1, normalization, 4)
+    packaged = packaged_name(name) if not local.is_file() and not (base and (base / name).is_file()) else None
+    if packaged is not None:
+        if dimension != 3 or channels != 1:
+            raise ModelError(f"model {packaged} is a 3D network with 1 input channel but runs here as a {dimension}D "
+                             f"model with {channels} channel(s); use it on 3D images with (ImpactDimension 3) and "
+                             f"(ImpactNumberOfChannels 1)")
+        key = (packaged, str(device))
+        if key not in _LOADED:
+            _LOADED[key] = load_packaged(packaged, device)
+        return FeatureExtractor(_LOADED[key], packaged, dimension, channels, normalization, 4)
     path = resolve_model_path(name, base, downloader)
     key = (str(path.resolve()), str(device))
     if key not in _LOADED:

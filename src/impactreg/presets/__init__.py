@@ -14,8 +14,8 @@ PRESETS: dict[str, tuple[str, list[str]]] = {
                     ["affine.txt", "impact_mind.txt"]),
     "impact-ct-cbct": ("affine MI then B-spline with IMPACT Jacobian on early M730 layers: CT/CBCT (downloads TS/M730_2_Layers.pt)",
                        ["affine.txt", "impact_ct_cbct.txt"]),
-    "impact-mr-ct": ("affine MI then B-spline with IMPACT MIND Static, cubic feature maps: MR/CT",
-                     ["affine.txt", "impact_mr_ct.txt"]),
+    "impact-mr-ct": ("affine MI started by a search over every overlap (partial fields of view), then B-spline "
+                     "with IMPACT MIND Static, cubic feature maps: MR/CT", ["affine_search.txt", "impact_mr_ct.txt"]),
     "dense-mind": ("affine MI then the dense engine on MIND (coupled-convex search + Adam on a field, ConvexAdam's "
                    "recipe): writes a DeformationFieldTransform, needs no weights", ["affine.txt", "dense_mind.txt"]),
     "dense-mr-ct": ("affine MI then the dense engine on wider-radius MIND at 3 mm, diffeomorphic field: MR/CT",

@@ -3,10 +3,12 @@ scales the transform it optimises. The transforms themselves (``matrix.py``, ``b
 the mathematics; a component reads the map's keys for them."""
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
-from ..errors import ParameterError
+from ..errors import ImageError, ParameterError
 from ..geometry import Grid
 from ..image import Image
 from ..interpolation import bspline_coefficients
@@ -15,7 +17,10 @@ from ..pyramid import schedule
 from ..sampling import ImageSampler
 from .base import Transform
 from .bspline import BSplineTransform
+from .initial_search import SearchSettings, matrix_parameters, search
 from .matrix import AffineTransform, EulerTransform, MatrixTransform, SimilarityTransform, TranslationTransform
+
+log = logging.getLogger("impactreg")
 
 _COMMON_KEYS = (
     Key("HowToCombineTransforms", "str", "Compose", "how this stage combines with the initial transform", ("Compose", "Add")),
@@ -25,8 +30,21 @@ _COMMON_KEYS = (
 )
 _INITIALISATION_KEYS = (
     Key("AutomaticTransformInitialization", "bool", False, "initialise the translation before optimising"),
-    Key("AutomaticTransformInitializationMethod", "str", "GeometricalCenter", "how to initialise",
-        ("GeometricalCenter", "CenterOfGravity", "Origins", "GeometryTop")),
+    Key("AutomaticTransformInitializationMethod", "str", "GeometricalCenter", "how to initialise: align centres, "
+        "centres of gravity or origins, or Search: score translations (and rotations) over every overlap with "
+        "mutual information on coarse images (for partial fields of view, e.g. an MR slab against a whole CT)",
+        ("GeometricalCenter", "CenterOfGravity", "Origins", "GeometryTop", "Search")),
+    Key("AutomaticTransformInitializationSearchStep", "float", 20.0, "Search: translation step of the first round, "
+        "mm (two more rounds refine it to a quarter)", minimum=0, exclusive_minimum=True),
+    Key("AutomaticTransformInitializationSearchRange", "float", None, "Search: largest translation from the aligned "
+        "centres per axis, mm (one or one per axis; default every shift at which the images overlap by "
+        "the minimum)", multi=True, minimum=0),
+    Key("AutomaticTransformInitializationSearchRotation", "float", 0.0, "Search: largest rotation about each axis, "
+        "degrees (0: translations only; rotations multiply the candidates)", minimum=0, maximum=180),
+    Key("AutomaticTransformInitializationSearchRotationStep", "float", 15.0, "Search: rotation step of the first "
+        "round, degrees", minimum=0, exclusive_minimum=True),
+    Key("AutomaticTransformInitializationSearchMinimumOverlap", "float", 0.5, "Search: fraction of the smaller "
+        "image's samples that must fall inside the other image", minimum=0, maximum=1, exclusive_minimum=True),
 )
 
 
@@ -104,7 +122,9 @@ class MatrixTransformComponent(TransformComponent):
         else:
             centre = fixed.grid.centre
         transform = self._create(dim, centre)
-        if automatic:
+        if automatic and method == "Search":
+            transform = _searched(transform, pm, fixed, moving, initial)
+        elif automatic:
             if method == "CenterOfGravity":
                 fixed_c, moving_c = _centre_of_gravity(fixed), _centre_of_gravity(moving)
             elif method == "Origins":
@@ -118,6 +138,44 @@ class MatrixTransformComponent(TransformComponent):
             params[transform.translation_indices()] = torch.from_numpy(np.asarray(moving_c - fixed_c, dtype=np.float64))
             transform = transform.with_parameters(params)
         self.current = transform
+
+
+def _searched(transform: MatrixTransform, pm, fixed: Image, moving: Image, initial: Transform | None) -> MatrixTransform:
+    """``transform`` set to the best candidate of the exhaustive search (see initial_search.py)."""
+    dim = fixed.dim
+    rotation = pm.get("AutomaticTransformInitializationSearchRotation")
+    if isinstance(transform, TranslationTransform) and rotation > 0:
+        log.warning("AutomaticTransformInitializationSearchRotation is ignored for a TranslationTransform")
+        rotation = 0.0
+    given = pm.values("AutomaticTransformInitializationSearchRange")
+    if given is not None and len(given) not in (1, dim):
+        raise ParameterError(f"(AutomaticTransformInitializationSearchRange ...) needs 1 or {dim} values, got {len(given)}")
+    settings = SearchSettings(step_mm=pm.get("AutomaticTransformInitializationSearchStep"),
+                              range_mm=None if given is None else tuple(float(v) for v in given),
+                              rotation_degrees=rotation,
+                              rotation_step_degrees=pm.get("AutomaticTransformInitializationSearchRotationStep"),
+                              minimum_overlap=pm.get("AutomaticTransformInitializationSearchMinimumOverlap"))
+    compute_zyx = bool(getattr(transform, "compute_zyx", False))
+    found = search(fixed, moving, transform.center.numpy(), settings, initial, compute_zyx)
+    if found is None:
+        raise ImageError(f"the initialisation search found no position where the images overlap by "
+                         f"{settings.minimum_overlap:g} of the smaller one; lower "
+                         f"AutomaticTransformInitializationSearchMinimumOverlap or widen the SearchRange")
+    log.info("initialisation search: %d candidates, best translation %s mm, rotation %s deg, MI %.3f",
+             found.candidates, np.round(found.translation.numpy(), 1), np.round(np.degrees(found.angles.numpy()), 1),
+             found.score)
+    return transform.with_parameters(matrix_parameters(transform, found.rotation, found.angles, found.translation))
+
+
+def warn_if_reflection(stage: int, transform: Transform) -> None:
+    """One warning line when a linear stage ends in a reflection (det A < 0): the images were matched
+    mirror-wise, which no anatomy does; a wrong start is the usual cause."""
+    if isinstance(transform, MatrixTransform):
+        determinant = float(torch.linalg.det(transform.matrix().detach().double()))
+        if determinant < 0:
+            log.warning(f"stage {stage}: the {transform.elastix_name} ends in a reflection (determinant "
+                        f"{determinant:.2f}); the registration is likely wrong: start closer, e.g. "
+                        f"(AutomaticTransformInitializationMethod \"Search\"), or use a rigid stage first")
 
 
 class TranslationTransformComponent(MatrixTransformComponent):
