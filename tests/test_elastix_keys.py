@@ -164,6 +164,8 @@ def test_moving_image_derivative_scales_stop_motion_along_an_axis():
 
 
 class _Fixed:
+    uses_samples = True
+
     def __init__(self, value, gradient):
         self.value, self.gradient = value, torch.tensor(gradient, dtype=torch.float64)
 

@@ -159,7 +159,7 @@ def test_authors_maps_run_with_their_docker_model_paths(name, tmp_path, monkeypa
     with 3 mm pixels (the map names no dimension; the 2D model on 3D images is the all-options map's)."""
     monkeypatch.setenv("IMPACTREG_MODELS", str(model_cache))
     working_folder(tmp_path, monkeypatch)
-    which = {"ParameterMap_Jacobian.txt": 3, "ParameterMap_Static.txt": 3, "ParameterMap_SAM_2_Layers_Jacobian.txt":
+    which = {"ParameterMap_Jacobian.txt": 3, "ParameterMap_SAM_2_Layers_Jacobian.txt":
              "large2d"}.get(name, "large")
     code, err = register(tmp_path, capsys, published("impactloss", name), which, images, "--device", "cpu")
     assert code == 0, err

@@ -42,7 +42,7 @@ def run_lbfgs(function, x0, text: str, iterations: int):
     """The engine's loop around the optimiser: evaluate, step, until converged or out of iterations."""
     optimizer = QuasiNewtonLBFGS()
     setup = LevelSetup(None, None, None, x0, np.ones(2), None, False, torch.Generator(), function)
-    optimizer.begin_level(LevelView(ParameterMap.from_text(text), 0), setup)
+    optimizer.begin_level(LevelView(ParameterMap.from_text('(Optimizer "QuasiNewtonLBFGS")\n' + text), 0), setup)
     x = x0
     for k in range(iterations):
         _, g = function(x)

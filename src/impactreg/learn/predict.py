@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from ..devices import torch_device
+
 from ..errors import InputError
 from ..image import Image, read_image, write_image
 from ..transforms.deformation_field import DeformationFieldTransform
@@ -67,7 +69,7 @@ def predict(model, fixed, moving, out_dir: str | os.PathLike | None = None, fixe
     """Register ``moving`` to ``fixed`` (paths or Images) with a trained model (a path or TrainedModel).
     ``result_image=False`` skips resampling the moving image (without ``out_dir`` only)."""
     start = time.perf_counter()
-    device = torch.device(device)
+    device = torch_device(device)
     source = model
     model = load_model(model, device) if not isinstance(model, TrainedModel) else model.to(device)
     if instance_steps < 0:

@@ -19,6 +19,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..devices import torch_device
+
 from ..errors import InputError, ModelError
 from ..evaluation import dice, mean_dice, target_registration_errors
 from ..image import Image, read_image
@@ -163,7 +165,7 @@ def train(pairs: list[PairFiles], model_path: str | os.PathLike, settings: Learn
     leaving a checkpoint and no model file: the run can be resumed."""
     start = time.perf_counter()
     settings = settings or LearnSettings()
-    device = torch.device(device)
+    device = torch_device(device)
     if not pairs:
         raise InputError("the cohort has no pairs")
     model_path = Path(model_path)
