@@ -183,8 +183,10 @@ class TransformRigidityPenalty(Metric):
         view = context.view
         self.device = context.device
         self.weights = {c: view.get(f"{name}ConditionWeight") for c, name in _CONDITIONS.items()}
-        self.used = {c for c, name in _CONDITIONS.items() if view.get(f"Use{name}Condition")}
-        self.calculated = self.used | {c for c, name in _CONDITIONS.items() if view.get(f"Calculate{name}Condition")}
+        # tuples in _CONDITIONS' order: the weighted sum must not depend on string hashing (PYTHONHASHSEED)
+        self.used = tuple(c for c, name in _CONDITIONS.items() if view.get(f"Use{name}Condition"))
+        self.calculated = tuple(c for c, name in _CONDITIONS.items()
+                                if c in self.used or view.get(f"Calculate{name}Condition"))
         self.dilate = view.get("DilateRigidityImages")
         self.multiplier = view.get("DilationRadiusMultiplier")
         self.rigidity = {}
