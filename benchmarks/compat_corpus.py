@@ -172,6 +172,25 @@ def _working_folder(folder: Path):
         os.chdir(previous)
 
 
+def inputs_the_map_needs(pm, fixed: Image) -> dict:
+    """What a user of the map gives besides the images: a fixed mask for RandomSparseMask (the whole
+    image: the maps' coarsest levels leave a few voxels, which ErodeMask would empty), corresponding landmarks for CorrespondingPointsEuclideanDistanceMetric
+    (points around the centre, shifted as the moving copy is)."""
+    extra = {}
+    if "RandomSparseMask" in (pm.values("ImageSampler") or []):
+        extra["fixed_mask"] = fixed.with_data(torch.ones_like(fixed.data))
+    if "CorrespondingPointsEuclideanDistanceMetric" in (pm.values("Metric") or []):
+        grid = fixed.grid
+        centre = np.asarray(grid.size, dtype=float) / 2.0
+        offsets = np.array([[0, 0], [4, 0], [0, 4], [-4, 0], [0, -4], [3, 3]], dtype=float)
+        index = np.zeros((len(offsets), grid.dim)) + centre
+        index[:, :2] += offsets
+        points = grid.index_to_world(index)
+        shift = np.r_[1.0, -0.5, np.zeros(grid.dim - 2)] * np.asarray(grid.spacing) * grid.size / 24.0
+        extra.update(fixed_points=points, moving_points=points + shift)
+    return extra
+
+
 def run_map(path: Path, iterations: int = 2, out_dir: Path | None = None, quick: bool = True) -> Outcome:
     """Register the synthetic pair of the map's dimension with the map; the outcome."""
     models: list[str] = []
@@ -184,7 +203,7 @@ def run_map(path: Path, iterations: int = 2, out_dir: Path | None = None, quick:
         fixed, moving = synthetic_pair(fitted_grid(pm, map_dimension(path)))
         with tempfile.TemporaryDirectory() as tmp, _working_folder(Path(tmp)):  # maps write relative paths too
             impactreg.register(fixed, moving, [pm], out_dir=out_dir or Path(tmp) / "out", seed=1, threads=1,
-                               callbacks=[done.append])
+                               callbacks=[done.append], **inputs_the_map_needs(pm, fixed))
         return Outcome(path, "runs")
     except Exception as exc:  # noqa: BLE001 - every failure is an outcome to classify
         return classify(path, exc, models, len(done))

@@ -489,6 +489,8 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated:
         print("impactreg: terminated", file=sys.stderr)
         return Terminated.exit_code
+    finally:  # main() may run many times in one process (tests, notebooks): leave no handler on a closed stream
+        log.removeHandler(console)
 
 
 if __name__ == "__main__":

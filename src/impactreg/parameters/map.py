@@ -111,6 +111,7 @@ class ParameterMap:
         self._typed: dict[str, list] = {}
         self.unknown: dict[str, list[str]] = {}
         self.unused: dict[str, list[str]] = {}
+        self.extra_values: dict[str, list[str]] = {}
         texts = {name: [_as_text(v) for v in ([values] if not isinstance(values, (list, tuple)) else values)]
                  for name, values in entries.items()}
         read = _read_by(components_in_use(texts, source))
@@ -121,6 +122,9 @@ class ParameterMap:
                     raise _unknown_key_error(name, source)
                 self.unknown[name] = values
             elif strict or read(name):
+                if not strict and len(values) > 1 and not (key.per_level or key.multi):
+                    self.extra_values[name] = values  # elastix reads entry 0 of a one-value key
+                    values = values[:1]
                 typed = _validate(name, values, key, source)
                 if read(name):
                     self._typed[name], self.raw[name] = typed, values
@@ -137,13 +141,16 @@ class ParameterMap:
             parts.append(f"{len(names)} key(s) impactreg does not know: {', '.join(names)}")
         if self.unused:
             parts.append(f"{len(self.unused)} key(s) of components this map does not use: {', '.join(self.unused)}")
+        if self.extra_values:
+            parts.append("values after the first of one-value keys: " +
+                         ", ".join(f"({n} {' '.join(v)})" for n, v in self.extra_values.items()))
         return "; ".join(parts)
 
     def check_strict(self) -> None:
         """What ``--strict`` refuses: a key impactreg does not know, or a wrong value of any known key."""
         for name in self.unknown:
             raise _unknown_key_error(name, self.source)
-        for name, values in self.unused.items():
+        for name, values in {**self.unused, **self.extra_values}.items():
             _validate(name, values, lookup(name), self.source)
 
     def warn_ignored(self, strict: bool = False) -> None:
