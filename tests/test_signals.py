@@ -23,12 +23,17 @@ def test_sigterm_raises_within_the_block_and_the_old_handler_returns():
 
 
 def test_signals_wait_until_the_deferred_block_ends():
-    steps = []
-    with pytest.raises(KeyboardInterrupt):
-        with signals_deferred():
-            os.kill(os.getpid(), signal.SIGINT)
-            for _ in range(1000):
-                pass
-            steps.append("finished")
-    assert steps == ["finished"]
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    # Python's own SIGINT handler, whatever an earlier test's library (Dask, MONAI, ...) left installed
+    outer = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        steps = []
+        with pytest.raises(KeyboardInterrupt):
+            with signals_deferred():
+                os.kill(os.getpid(), signal.SIGINT)
+                for _ in range(1000):
+                    pass
+                steps.append("finished")
+        assert steps == ["finished"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, outer)

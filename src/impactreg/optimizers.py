@@ -61,8 +61,9 @@ class LevelSetup:
     random_region: bool = False  # whether the sampler draws in a random sample region (UseRandomSampleRegion)
 
 
+ITERATION_KEY = Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True, minimum=0)
 _ITERATION_KEYS = (
-    Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True, minimum=0),
+    ITERATION_KEY,
     Key("MaximumStepLength", "float", None, "largest voxel displacement of one step in mm (default: mean voxel size "
         "x MaximumStepLengthRatio)", per_level=True, minimum=0),
     Key("MaximumStepLengthRatio", "float", 1.0, "default MaximumStepLength as a fraction of the mean voxel size",

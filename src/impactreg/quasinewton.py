@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import torch
 
 from .keys import Key
-from .optimizers import LevelSetup
+from .optimizers import ITERATION_KEY, LevelSetup
 
 log = logging.getLogger("impactreg")
 
@@ -205,6 +205,7 @@ class QuasiNewtonLBFGS:
 
     elastix_name = "QuasiNewtonLBFGS"
     keys = (
+        ITERATION_KEY,  # the shared declaration; elastix's default for this optimiser is 100 (begin_level)
         Key("LBFGSUpdateAccuracy", "int", 5, "QuasiNewtonLBFGS: (s, y) pairs kept for the Hessian approximation "
             "(0 = steepest descent with line search)", per_level=True, minimum=0),
         Key("StepLength", "float", 1.0, "QuasiNewtonLBFGS: first step tried by the line search",
