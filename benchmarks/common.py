@@ -19,6 +19,7 @@ import impactreg  # first: it sets the OpenMP wait policy users get, before torc
 import numpy as np
 import torch
 
+from impactreg.compute.process import peak_resident_bytes  # noqa: F401  (re-exported for the scripts)
 from impactreg.evaluation import dice, hausdorff95, jacobian_statistics, mean_dice, target_registration_errors
 from impactreg.image import Image, write_image
 from impactreg.parameters import format_parameter_map
@@ -282,14 +283,3 @@ def workdir() -> Path:
 
 # memory -----------------------------------------------------------------------------------------
 
-def peak_resident_bytes() -> int:
-    """This process's peak resident set size (VmHWM; ru_maxrss where /proc is absent)."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    import resource
-
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024

@@ -100,3 +100,21 @@ def test_bending_energy_closed_form_gradient_equals_autograd():
         value, grad = bending_energy_value_and_gradient(transform, points)
         assert value == pytest.approx(float(expected.detach()), rel=1e-10)
         np.testing.assert_allclose(grad.numpy(), m.grad.numpy(), rtol=1e-8, atol=1e-12)
+
+
+def test_bending_energy_in_blocks_equals_one_block(monkeypatch):
+    from impactreg.geometry import Grid
+    from impactreg.metrics import penalties
+    from impactreg.transforms import AffineTransform, BSplineTransform, CombinationTransform
+
+    grid = Grid((14, 12, 10), (1.0, 1.5, 2.0), (0.0, 0.0, 0.0), np.eye(3))
+    spline = BSplineTransform.over_image(grid, 7.0)
+    mu = torch.randn(spline.number_of_parameters, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    points = grid.index_to_world(torch.rand(301, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(6)) * 12)
+    affine = AffineTransform(3, np.concatenate([(np.eye(3) * 0.95).ravel(), [0.5, 0.0, -1.0]]), [7.0, 9.0, 10.0])
+    transform = CombinationTransform(affine, spline.with_parameters(mu))
+    whole = penalties.bending_energy_value_and_gradient(transform, points)
+    monkeypatch.setattr(penalties, "BENDING_BLOCK", 64)
+    blocks = penalties.bending_energy_value_and_gradient(transform, points)
+    assert blocks[0] == pytest.approx(whole[0], rel=1e-12)
+    np.testing.assert_allclose(blocks[1].numpy(), whole[1].numpy(), rtol=1e-10, atol=1e-14)

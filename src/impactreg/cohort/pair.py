@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from ..compute.process import peak_resident_bytes, reuse_freed_memory
 from ..ensemble import ensemble_fields, member_folder, write_ensemble
 from ..errors import ImpactRegError
 from ..files import atomic_write_text
@@ -101,17 +102,6 @@ def _worker_name() -> str:
         return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _peak_memory_mb() -> float | None:
-    """This worker process's peak resident memory so far (Linux), in MiB."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024.0
-    except OSError:
-        pass
-    return None
-
-
 def _clear_partial_outputs(folder: Path) -> None:
     """Staging folders that an interrupted run left behind (hidden, impactreg's own)."""
     if folder.is_dir():
@@ -155,7 +145,8 @@ def finish_ensemble(job: PairJob, member_records: list[dict]) -> dict:
 
 
 def _recorded(job: PairJob, work) -> dict:
-    start = time.perf_counter()
+    reuse_freed_memory()
+    start, cpu_start = time.perf_counter(), time.process_time()
     record = {"id": job.pair.id, "status": "failed", "error": "", "worker": _worker_name(),
               "folder": str(job.folder), "signature": signature(job)}
     try:
@@ -171,7 +162,8 @@ def _recorded(job: PairJob, work) -> dict:
     except Exception as exc:  # a bug must not stop the other pairs; its record names it
         record["error"] = f"internal error {type(exc).__name__}: {exc} (please report it)"
     record["seconds"] = time.perf_counter() - start
-    record["worker_peak_mb"] = _peak_memory_mb()
+    record["cpu_seconds"] = time.process_time() - cpu_start  # the worker runs one pair at a time
+    record["worker_peak_mb"] = peak_resident_bytes() / 2 ** 20
     if job.folder.is_dir():
         atomic_write_text(job.folder / RECORD, json.dumps(record, indent=2) + "\n")
     return record

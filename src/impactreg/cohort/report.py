@@ -13,7 +13,7 @@ from pathlib import Path
 from ..files import atomic_write_text
 
 COLUMNS = ("id", "status", "error", "tre_mean", "tre_p90", "dice_mean", "hd95_mean", "folded_percent", "seconds",
-           "registration_seconds", "worker", "worker_peak_mb", "folder")
+           "cpu_seconds", "registration_seconds", "worker", "worker_peak_mb", "folder")
 MEASURES = {"tre_mean": "mean TRE (mm)", "tre_p90": "TRE 90% (mm)", "dice_mean": "mean Dice",
             "hd95_mean": "mean HD95 (mm)", "folded_percent": "folded (%)", "seconds": "wall time (s)"}
 

@@ -6,6 +6,8 @@ import torch
 from ..transforms import BSplineTransform, CombinationTransform, Transform
 from .protocol import Metric, Samples
 
+BENDING_BLOCK = 8192  # points per block of the bending energy: its weights take ~2 KiB x D^2 per point
+
 
 def spline_and_pullback(transform: Transform, points: torch.Tensor):
     """(the optimised transform, where it is evaluated, the initial transform's Jacobian or None)."""
@@ -27,10 +29,21 @@ def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor
     form. With A = du/dx (times the initial transform's Jacobian when composed), the world Hessian
     is H = A^T H_u A and H_u is linear in the coefficients, so the gradient is the index-space
     weights contracted with A (2 H / N) A^T."""
-    current, at, pullback = spline_and_pullback(transform, points)
+    current = transform.current if isinstance(transform, CombinationTransform) else transform
     grad = torch.zeros(current.number_of_parameters, dtype=points.dtype, device=points.device)
     if not isinstance(current, BSplineTransform):
         return 0.0, grad
+    n = points.shape[0]
+    value = 0.0
+    grad = grad.reshape(current.dim, -1)
+    for block in torch.split(points, BENDING_BLOCK):  # the per-tap Hessian weights of all points at once need GBs
+        value += _accumulate_bending_energy(current, transform, block, 2.0 / n, grad)
+    return value / n, grad.reshape(-1)
+
+
+def _accumulate_bending_energy(current, transform, points, scale: float, grad: torch.Tensor) -> float:
+    """Adds ``scale`` x d/dcoef sum_n ||H_n||^2 over ``points`` into ``grad`` (D, coefficients); returns the sum."""
+    _, at, pullback = spline_and_pullback(transform, points)
     flat, _, weights = current.hessian_weights(at)  # (N, K), (N, K, D, D) in index space
     n, k = flat.shape
     dim = current.dim
@@ -40,12 +53,11 @@ def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor
     coef = current.parameters.to(points.dtype).reshape(dim, -1).index_select(1, flat.reshape(-1)).reshape(dim, n, k)
     hess_u = torch.einsum("dnk,nkef->ndef", coef, weights)
     hess = a.transpose(1, 2)[:, None] @ hess_u @ a[:, None]  # (N, D, D, D): A^T H_u A per output axis
-    value = float((hess ** 2).sum()) / n
-    d_hess_u = a[:, None] @ (hess * (2.0 / n)) @ a.transpose(1, 2)[:, None]
+    value = float((hess ** 2).sum())
+    d_hess_u = a[:, None] @ (hess * scale) @ a.transpose(1, 2)[:, None]
     per_tap = torch.einsum("ndef,nkef->dnk", d_hess_u, weights)
-    grad = grad.reshape(dim, -1)
     grad.index_add_(1, flat.reshape(-1), per_tap.reshape(dim, -1))
-    return value, grad.reshape(-1)
+    return value
 
 
 class BendingEnergyPenalty(Metric):
