@@ -181,6 +181,43 @@ def test_slurm_job_script(capsys):
     assert "#PBS -q batch" in pbs and "ncpus=4" in pbs
 
 
+@pytest.mark.parametrize("flags, message", [
+    (["--cluster", "slurm", "--jobs", "0"], "--jobs 0"),
+    (["--cluster", "slurm", "--jobs", "-2"], "--jobs -2"),
+    (["--workers", "0"], "--workers 0"),
+    (["--strict"], "NumberOfResolution"),
+])
+def test_bad_batch_options_are_one_line_before_any_pair(tmp_path, capsys, flags, message):
+    cohort, map_file = make_cohort(tmp_path / "in", SHIFTS[:1])
+    map_file.write_text(MAP + "(NumberOfResolution 2)\n")  # a typo elastix ignores; --strict refuses it
+    code = main(["batch", str(cohort), "-out", str(tmp_path / "out"), "-p", str(map_file), "--job-script", *flags]
+                if "--cluster" in flags else ["batch", str(cohort), "-out", str(tmp_path / "out"), "-p", str(map_file), *flags])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and message in err and len(err.splitlines()) == 1, err
+    assert not (tmp_path / "out" / "p0").exists()
+
+
+def test_workers_reuse_freed_memory_where_dask_pins_malloc_thresholds(tmp_path):
+    """Dask's nanny sets MALLOC_TRIM_THRESHOLD_=65536, which maps every buffer over 128 KiB afresh; a pair
+    raises glibc's thresholds again (page faults of 1000 allocations of 4 MiB: ~1 M pinned, ~1 k raised)."""
+    script = ("import resource, torch\n"
+              "from impactreg.compute.process import reuse_freed_memory\n"
+              "import sys\n"
+              "changed = reuse_freed_memory() if sys.argv[1] == 'raise' else False\n"
+              "before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
+              "for _ in range(1000):\n"
+              "    torch.ones(2 ** 20).sum()\n"
+              "print(changed, resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)\n")
+    env = dict(os.environ, MALLOC_TRIM_THRESHOLD_="65536", OMP_NUM_THREADS="1")
+    faults = {}
+    for mode in ("pinned", "raise"):
+        out = subprocess.run([sys.executable, "-c", script, mode], env=env, capture_output=True, text=True, check=True)
+        changed, count = out.stdout.split()
+        faults[mode] = int(count)
+        assert changed == str(mode == "raise")
+    assert faults["raise"] * 20 < faults["pinned"], faults
+
+
 BSPLINE = ('(Transform "BSplineTransform")\n(Metric "AdvancedMattesMutualInformation")\n(NumberOfResolutions 1)\n'
            '(FinalGridSpacingInPhysicalUnits 10)\n(MaximumNumberOfIterations 30)\n(NumberOfSpatialSamples 300)\n')
 

@@ -91,6 +91,7 @@ def _build_parser() -> argparse.ArgumentParser:
     bt.add_argument("--seed", type=int, help="random seed for every pair (overrides RandomSeed)")
     bt.add_argument("--memory-limit", metavar="SIZE", help="memory for batched and tiled work per pair, e.g. 4G")
     bt.add_argument("--no-qc", dest="qc", action="store_false", help="skip the per-pair QC pictures")
+    bt.add_argument("--strict", action="store_true", help="refuse keys elastix would ignore, as register --strict")
     bt.add_argument("--ensemble", type=int, default=1, metavar="K",
                     help="K registrations per pair (seeds seed..seed+K-1, run as separate tasks): the mean field "
                          "is the result, uncertainty.nii.gz its spread")
@@ -347,8 +348,8 @@ def _run_batch(args) -> int:
         raise ImpactRegError("--job-script needs --cluster slurm|pbs|sge")
     result = run_cohort(args.cohort, args.out, args.maps, args.preset, workers=args.workers,
                         threads_per_worker=args.threads_per_worker, scheduler=args.scheduler, jobqueue=jobqueue,
-                        device=args.device, seed=args.seed, memory_limit=args.memory_limit, qc=args.qc, ensemble=args.ensemble,
-                        progress=not args.quiet and sys.stderr.isatty())
+                        device=args.device, seed=args.seed, memory_limit=args.memory_limit, qc=args.qc,
+                        ensemble=args.ensemble, progress=not args.quiet and sys.stderr.isatty(), strict=args.strict)
     if not args.quiet:
         ok = len(result.records) - len(result.failed)
         print(f"{ok} of {len(result.records)} pairs registered; report in {result.summary[-1]}")

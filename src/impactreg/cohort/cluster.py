@@ -23,13 +23,14 @@ def available_cores() -> int:
 
 def default_layout(workers: int | None, threads: int | None) -> tuple[int, int]:
     """(workers, threads per worker) that fill the machine's cores without oversubscribing them."""
+    for flag, value in (("--workers", workers), ("--threads-per-worker", threads)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise InputError(f"{flag} {value}: give a whole number of at least 1")
     cores = available_cores()
     if threads is None:
         threads = 1 if workers is None else max(1, cores // workers)
     if workers is None:
         workers = max(1, cores // threads)
-    if workers < 1 or threads < 1:
-        raise InputError(f"--workers {workers} --threads-per-worker {threads}: give whole numbers of at least 1")
     return workers, threads
 
 
@@ -47,6 +48,13 @@ class JobQueueSettings:
     account: str | None = None
     directives: list[str] = field(default_factory=list)
     python: str | None = None
+
+    def __post_init__(self):
+        for name in ("jobs", "cores"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                flag = "--jobs" if name == "jobs" else "--threads-per-worker"
+                raise InputError(f"{flag} {value}: give a whole number of at least 1")
 
 
 def _require_dask(what: str):

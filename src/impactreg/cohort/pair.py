@@ -39,6 +39,7 @@ class PairJob:
     qc: bool = True
     ensemble: int = 1           # members of the pair's ensemble (1: a plain registration)
     member: int | None = None   # this job registers member ``member`` of the ensemble (seed + member)
+    strict: bool = False        # refuse keys elastix would ignore (--strict)
 
     @property
     def folder(self) -> Path:
@@ -177,7 +178,7 @@ def _register_and_measure(job: PairJob) -> dict:
     result = register(pair.file("fixed"), pair.file("moving"), stage_maps(job), fixed_mask=pair.file("fixed_mask"),
                       moving_mask=pair.file("moving_mask"), initial_transform=pair.file("initial_transform"),
                       out_dir=job.folder, device=job.device, seed=seed, threads=job.threads,
-                      memory_limit=job.memory_limit)
+                      memory_limit=job.memory_limit, strict=job.strict)
     last = job.folder / f"TransformParameters.{len(result.stages) - 1}.txt"
     measures = {"registration_seconds": result.seconds, "transform_file": str(last)}
     if job.member is None:

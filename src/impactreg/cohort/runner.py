@@ -25,13 +25,15 @@ class CohortResult:
         return [r for r in self.records if r.get("status") != "ok"]
 
 
-def _map_texts(maps, preset) -> tuple[str, ...]:
+def _map_texts(maps, preset, strict: bool) -> tuple[str, ...]:
     from ..parameters import load_parameter_maps
     from ..presets import preset_maps
 
     if bool(maps) == bool(preset):
         raise InputError("give parameter maps with -p MAP (repeatable) or a --preset NAME, not both or neither")
-    loaded = preset_maps(preset) if preset else load_parameter_maps(maps)
+    loaded = preset_maps(preset) if preset else load_parameter_maps(maps, strict)
+    for pm in loaded if strict else ():
+        pm.warn_ignored(strict)  # refused once, before any pair starts
     return tuple(pm.to_text() for pm in loaded)
 
 
@@ -54,10 +56,10 @@ def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str |
                workers: int | None = None, threads_per_worker: int | None = None, scheduler: str | None = None,
                jobqueue: JobQueueSettings | None = None, device: str | None = None, seed: int | None = None,
                memory_limit: str | None = None, qc: bool = True, ensemble: int = 1,
-               progress: bool = False) -> CohortResult:
+               progress: bool = False, strict: bool = False) -> CohortResult:
     """Register every pair of the cohort CSV into ``out_dir/<id>/``; returns every pair's record."""
     pairs = read_cohort(cohort)
-    texts = _map_texts(maps, preset)
+    texts = _map_texts(maps, preset, strict)
     if ensemble != 1:
         from ..engine.registration import resolve_seed
         from ..ensemble import member_seeds
@@ -71,7 +73,7 @@ def run_cohort(cohort: str | Path, out_dir: str | Path, maps=None, preset: str |
     if jobqueue is not None:
         jobqueue.cores = threads
     out.mkdir(parents=True, exist_ok=True)
-    jobs = [PairJob(p, out, texts, seed, device, threads, memory_limit, qc, ensemble) for p in pairs]
+    jobs = [PairJob(p, out, texts, seed, device, threads, memory_limit, qc, ensemble, strict=strict) for p in pairs]
     records: dict[str, dict] = {}
     pending = []
     for job in jobs:
