@@ -168,6 +168,7 @@ def main() -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "cohort.md")
     parser.add_argument("--ensemble", type=int, default=5, help="ensemble members for the uncertainty part (0: skip)")
     parser.add_argument("--skip-throughput", action="store_true")
+    parser.add_argument("--skip-elastix", action="store_true", help="throughput without the elastix loop")
     args = parser.parse_args()
     lines = []
     if not args.skip_throughput:
@@ -192,18 +193,21 @@ def throughput(args) -> list[str]:
     rows = []
     seconds = shell_loop(cohort, work / "loop")
     rows.append(("impactreg register, shell loop (1 process per pair)", seconds, children_peak_mb(), mean_tre(cohort, work / "loop"), ""))
-    for workers, threads in ((1, 2), (2, 1)):
+    print(rows[-1], file=sys.stderr, flush=True)
+    for workers, threads in ((2, 1), (1, 2)):
         out = work / f"batch{workers}"
         seconds = batch(cohort, out, workers, threads)
         same = f"{largest_difference(cohort, work / 'loop', out):.1e}"
         rows.append((f"impactreg batch, {workers} worker(s) x {threads} thread(s)", seconds, batch_peak_mb(out),
                      mean_tre(cohort, out), same))
-    seconds = elastix_loop(cohort, work / "elastix")
-    rows.append(("elastix (itk-elastix), Python loop", seconds, float("nan"), mean_tre(cohort, work / "elastix"), ""))
+        print(rows[-1], file=sys.stderr, flush=True)
+    if not args.skip_elastix:
+        seconds = elastix_loop(cohort, work / "elastix")
+        rows.append(("elastix (itk-elastix), Python loop", seconds, float("nan"), mean_tre(cohort, work / "elastix"), ""))
     load_after = os.getloadavg()[0]
     base = rows[0][1]
     lines = [f"# Cohort throughput ({args.pairs} pairs, 3 mm, preset bspline-mi)", "",
-             f"Command: `python benchmarks/cohort.py --pairs {args.pairs}`  ",
+             f"Command: `python benchmarks/cohort.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {time.strftime('%Y-%m-%dT%H:%M:%S')}; machine: {machine()}  ",
              f"Load average before/after: {load_before:.2f} / {load_after:.2f} "
              f"({'quiet' if load_before < 0.5 else 'NOT quiet: rerun'})", "",
