@@ -70,3 +70,16 @@ def test_maps_written_for_the_lung_ct_run_on_it(data_dir, name):
         pytest.skip(f"{compat_corpus.LUNG_CT} is not here")
     outcome = compat_corpus.run_map(path, iterations=5)
     assert outcome.status == "runs", outcome.detail
+
+
+def test_compare_runs_elastix_single_threaded_on_multi_metric_maps():
+    """itk-elastix ends multi-metric registrations with a segmentation fault on more than one thread (ITKElastix
+    #160): `compat.py compare` lost its Par0020bspline1 row and every row after it."""
+    import compat
+
+    multi = compat_corpus.CORPUS / "modelzoo/Par0020/Par0020bspline1.txt"
+    single = compat_corpus.CORPUS / "elastix-testing/parameters.3D.NC.affine.SGD.001.txt"
+    if not (multi.is_file() and single.is_file()):
+        pytest.skip(f"the map corpus is not at {compat_corpus.CORPUS}")
+    assert compat.elastix_threads(multi) == 1
+    assert compat.elastix_threads(single) == 2
