@@ -1,6 +1,6 @@
 """The B-spline engine step by step against elastix (itk-elastix) where neither draws random samples:
-the same map on the same images gives the same metric value at every iteration, the same scales and
-the same final parameters. Small images, a few iterations: seconds."""
+the same map on the same images gives the same pyramid images, the same metric value at every
+iteration, the same scales and the same final parameters. Small images, a few iterations: seconds."""
 from __future__ import annotations
 
 import re
@@ -53,8 +53,8 @@ MAP = """(FixedImageDimension 3)
 (Registration "MultiResolutionRegistration")
 (FixedImagePyramid "FixedRecursiveImagePyramid")
 (MovingImagePyramid "MovingRecursiveImagePyramid")
-(NumberOfResolutions 1)
-(ImagePyramidSchedule 1 1 1)
+(NumberOfResolutions 2)
+(ImagePyramidSchedule 2 2 2 1 1 1)
 (Interpolator "BSplineInterpolator")
 (BSplineInterpolationOrder 1)
 (Metric "{metric}")
@@ -64,7 +64,7 @@ MAP = """(FixedImageDimension 3)
 (AutomaticTransformInitialization "false")
 (ImageSampler "Full")
 (NewSamplesEveryIteration "false")
-(MaximumNumberOfIterations 8)
+(MaximumNumberOfIterations 6)
 (SP_a {a})
 (SP_A 20)
 (SP_alpha 0.6)
@@ -84,8 +84,8 @@ def _elastix(fixed, moving, map_path, out):
                                     output_directory=str(out), number_of_threads=1)
     log = (out / "elastix.log").read_text()
     scales = [float(v) for v in re.search(r"Scales for transform parameters are: \[([^\]]*)\]", log).group(1).split(",")]
-    rows = (out / "IterationInfo.0.R0.txt").read_text().splitlines()[1:]
-    values = [float(r.split()[1]) for r in rows]
+    values = [float(r.split()[1]) for level in (0, 1)
+              for r in (out / f"IterationInfo.0.R{level}.txt").read_text().splitlines()[1:]]
     tp = (out / "TransformParameters.0.txt").read_text()
     final = [float(v) for v in re.search(r"\(TransformParameters ([^)]*)\)", tp).group(1).split()]
     return np.array(scales), np.array(values), np.array(final)
@@ -102,8 +102,9 @@ def test_deterministic_trace_matches_elastix(tmp_path, metric, a):
                                 callbacks=[lambda info: trace.append(info.value)])
     ours_scales = result.stages[0].levels and _our_scales(fixed, moving, map_path)
     np.testing.assert_allclose(ours_scales, scales, rtol=1e-9)  # the centred grid of elastix's ImageGridSampler
-    assert len(trace) == len(elastix_values) == 8
-    np.testing.assert_allclose(trace, elastix_values, rtol=2e-5)  # the order-1 B-spline mirrors at the borders
+    assert len(trace) == len(elastix_values) == 12
+    # the order-1 B-spline mirrors at the borders; level 0 is ITK's recursive pyramid image
+    np.testing.assert_allclose(trace, elastix_values, rtol=2e-5)
     final = result.transform.parameters.numpy()
     np.testing.assert_allclose(final, elastix_final, rtol=0, atol=2e-5 * np.abs(elastix_final).max())
 
@@ -161,3 +162,35 @@ def test_grid_sampler_is_centred_on_the_mask_box_as_elastix():
     assert sorted(set(index[:, 0].round().tolist())) == [3.0, 6.0, 9.0]
     assert sorted(set(index[:, 1].round().tolist())) == [1.0, 4.0, 7.0]
     assert sorted(set(index[:, 2].round().tolist())) == [3.0, 6.0]
+
+
+def test_recursive_pyramid_images_are_elastixs(tmp_path):
+    """Odd and even sizes and a spacing that is not a binary fraction: ITK's discrete Gaussian (maximum error
+    0.1), its shrinking by the nearest voxel, and the rounding of a half-voxel offset by the last bit."""
+    itk = pytest.importorskip("itk")
+    from impactreg.image import read_image
+    from impactreg.parameters import ParameterMap
+    from impactreg.pyramid import RecursiveImagePyramid
+
+    grid = Grid((21, 18, 13), (2.732, 2.732, 5.0), (-152.461, -148.986, -1432.0), np.eye(3))
+    values = _blobs((grid.voxel_points().numpy() - grid.centre) * 0.6)
+    path = tmp_path / "image.mha"
+    write_image(Image(torch.from_numpy(values.reshape(1, 13, 18, 21)).float(), grid), path)
+    map_path = tmp_path / "map.txt"
+    map_path.write_text(MAP.format(metric="AdvancedMeanSquares", a=0.0).replace(
+        "(NumberOfResolutions 2)", "(NumberOfResolutions 3)").replace(
+        "(ImagePyramidSchedule 2 2 2 1 1 1)", "(ImagePyramidSchedule 4 4 4 2 2 2 1 1 1)").replace(
+        "(MaximumNumberOfIterations 6)", "(MaximumNumberOfIterations 1)\n(WritePyramidImagesAfterEachResolution \"true\")"))
+    params = itk.ParameterObject.New()
+    params.ReadParameterFile(str(map_path))
+    out = tmp_path / "elastix"
+    out.mkdir()
+    itk.elastix_registration_method(itk.imread(str(path), itk.F), itk.imread(str(path), itk.F), parameter_object=params,
+                                    log_to_console=False, output_directory=str(out), number_of_threads=1)
+    pyramid = RecursiveImagePyramid("Fixed").build(read_image(path), ParameterMap.from_file(map_path), 3)
+    for level in range(3):
+        theirs = itk.imread(str(out / f"FixedImagePyramid0.0.R{level}.mhd"))
+        ours = pyramid.level(level)
+        assert ours.grid.size == tuple(theirs.GetLargestPossibleRegion().GetSize())
+        np.testing.assert_allclose(ours.grid.origin, np.asarray(theirs.GetOrigin()), atol=1e-9)
+        np.testing.assert_allclose(ours.data[0].numpy(), itk.array_from_image(theirs), rtol=0, atol=1e-3)
