@@ -194,3 +194,15 @@ def test_recursive_pyramid_images_are_elastixs(tmp_path):
         assert ours.grid.size == tuple(theirs.GetLargestPossibleRegion().GetSize())
         np.testing.assert_allclose(ours.grid.origin, np.asarray(theirs.GetOrigin()), atol=1e-9)
         np.testing.assert_allclose(ours.data[0].numpy(), itk.array_from_image(theirs), rtol=0, atol=1e-3)
+
+
+@pytest.mark.parametrize("given,expected", [("", 50.0), ("(SP_A 7)", 7.0)])
+def test_standard_gradient_descent_reads_elastixs_default_gain_offset(tmp_path, given, expected):
+    from impactreg.keys import LevelView
+    from impactreg.optimizers import StandardGradientDescent
+    from impactreg.parameters import ParameterMap
+
+    path = tmp_path / "map.txt"
+    path.write_text(f'(Optimizer "StandardGradientDescent")\n(Transform "AffineTransform")\n{given}\n')
+    settings = StandardGradientDescent().begin_level(LevelView(ParameterMap.from_file(path), 0), None)
+    assert settings["SP_A"] == expected

@@ -71,7 +71,8 @@ _ITERATION_KEYS = (
 )
 _GAIN_KEYS = (
     Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True, minimum=0),
-    Key("SP_A", "float", 20.0, "gain offset A", per_level=True, minimum=0),
+    Key("SP_A", "float", 20.0, "gain offset A (StandardGradientDescent: 50 when absent, as elastix)", per_level=True,
+        minimum=0),
     Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (1.0 with automatic estimation)",
         per_level=True, minimum=0),
 )
@@ -195,8 +196,11 @@ class StandardGradientDescent(AdaptiveStochasticGradientDescent):
     def __init__(self, a: float = 400.0, A: float = 20.0, alpha: float = 0.602):
         super().__init__(ASGDSettings(a=a, A=A, alpha=alpha, adaptive=False))
 
+    DEFAULT_A = 50.0  # elastix's StandardGradientDescent reads SP_A with default 50 (ASGD: 20)
+
     def begin_level(self, view, setup: LevelSetup) -> dict:
-        self.__init__(view.get("SP_a"), view.get("SP_A"), view.get("SP_alpha"))
+        A = view.get("SP_A") if "SP_A" in view else self.DEFAULT_A
+        self.__init__(view.get("SP_a"), A, view.get("SP_alpha"))
         return {"SP_a": self.s.a, "SP_A": self.s.A, "SP_alpha": self.s.alpha}
 
     def step(self, params, grad, k):
