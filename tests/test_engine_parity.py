@@ -206,3 +206,33 @@ def test_standard_gradient_descent_reads_elastixs_default_gain_offset(tmp_path, 
     path.write_text(f'(Optimizer "StandardGradientDescent")\n(Transform "AffineTransform")\n{given}\n')
     settings = StandardGradientDescent().begin_level(LevelView(ParameterMap.from_file(path), 0), None)
     assert settings["SP_A"] == expected
+
+
+def test_shrinking_pyramid_images_are_elastixs(tmp_path):
+    itk = pytest.importorskip("itk")
+    from impactreg.image import read_image
+    from impactreg.parameters import ParameterMap
+    from impactreg.pyramid import ShrinkingImagePyramid
+
+    grid = Grid((21, 18, 13), (2.732, 2.732, 5.0), (-152.461, -148.986, -1432.0), np.eye(3))
+    values = _blobs((grid.voxel_points().numpy() - grid.centre) * 0.6)
+    path = tmp_path / "image.mha"
+    write_image(Image(torch.from_numpy(values.reshape(1, 13, 18, 21)).float(), grid), path)
+    map_path = tmp_path / "map.txt"
+    map_path.write_text(MAP.format(metric="AdvancedMeanSquares", a=0.0).replace("Recursive", "Shrinking").replace(
+        "(NumberOfResolutions 2)", "(NumberOfResolutions 3)").replace(
+        "(ImagePyramidSchedule 2 2 2 1 1 1)", "(ImagePyramidSchedule 4 3 2 2 2 1 1 1 1)").replace(
+        "(MaximumNumberOfIterations 6)", "(MaximumNumberOfIterations 1)\n(WritePyramidImagesAfterEachResolution \"true\")"))
+    params = itk.ParameterObject.New()
+    params.ReadParameterFile(str(map_path))
+    out = tmp_path / "elastix"
+    out.mkdir()
+    itk.elastix_registration_method(itk.imread(str(path), itk.F), itk.imread(str(path), itk.F), parameter_object=params,
+                                    log_to_console=False, output_directory=str(out), number_of_threads=1)
+    pyramid = ShrinkingImagePyramid("Fixed").build(read_image(path), ParameterMap.from_file(map_path), 3)
+    for level in range(3):
+        theirs = itk.imread(str(out / f"FixedImagePyramid0.0.R{level}.mhd"))
+        ours = pyramid.level(level)
+        assert ours.grid.size == tuple(theirs.GetLargestPossibleRegion().GetSize())
+        np.testing.assert_allclose(ours.grid.origin, np.asarray(theirs.GetOrigin()), atol=1e-9)
+        np.testing.assert_allclose(ours.data[0].numpy(), itk.array_from_image(theirs), rtol=0, atol=1e-3)

@@ -5,7 +5,7 @@ is 2^(L-1-l) on every axis. Smoothing sigmas are in mm.
 - Smoothing: Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed).
 - Recursive: ITK's recursive pyramid: each level from the next finer one, ITK's discrete Gaussian of
   variance (0.5 r)^2 voxels then ITK's shrinking by r (the ratio of the levels' factors), as elastix's.
-- Shrinking: shrinking only.
+- Shrinking: ITK's shrinking only (the voxel nearest each output voxel's centre).
 - Generic: sigma from ImagePyramidSmoothingSchedule (mm; default 0.5 * factor * spacing, and 0
   on the axes of a last level of factor 1), then resampling by the rescale schedule on a
   corner-aligned grid with linear interpolation.
@@ -223,10 +223,12 @@ class RecursiveImagePyramid(ImagePyramid):
 
 
 class ShrinkingImagePyramid(ImagePyramid):
-    """Shrinking only."""
+    """Shrinking only: ITK's ShrinkImageFilter on the image by each level's factors (whole numbers, as ITK's
+    unsigned factors)."""
 
     def level(self, l: int) -> Image:
-        return resample_to_grid(self.image, self.image.grid.shrunk(self.factors[l], centred=True))
+        factors = np.maximum(1, np.floor(self.factors[l])).astype(np.int64)
+        return self.image if np.all(factors == 1) else itk_shrink(self.image, factors)
 
 
 class GenericImagePyramid(ImagePyramid):
