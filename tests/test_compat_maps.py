@@ -56,3 +56,30 @@ def test_each_map_runs_or_is_refused_for_what_is_missing(outcomes, name):
         assert not accepted, f"{name} now {outcome.status}: remove it from KNOWN_FAILING"
         pytest.xfail(f"{name}: {outcome.detail[:200]}")
     assert accepted, f"{name}: {outcome.detail}"
+
+
+@pytest.mark.parametrize("name", compat_corpus.MEANT_FOR_LUNG_CT)
+def test_maps_written_for_the_lung_ct_run_on_it(data_dir, name):
+    """elastix's 001c/001d maps fix SP_a 500000 for its test lung CT; on the small synthetic images their first
+    step moves the samples out, in elastix as in impactreg. On the lung CT they run (a map, not the engine, chose
+    the gain)."""
+    path = compat_corpus.CORPUS / name
+    if not path.is_file():
+        pytest.skip(f"the map corpus is not at {compat_corpus.CORPUS}")
+    if not compat_corpus.LUNG_CT.is_file():
+        pytest.skip(f"{compat_corpus.LUNG_CT} is not here")
+    outcome = compat_corpus.run_map(path, iterations=5)
+    assert outcome.status == "runs", outcome.detail
+
+
+def test_compare_runs_elastix_single_threaded_on_multi_metric_maps():
+    """itk-elastix ends multi-metric registrations with a segmentation fault on more than one thread (ITKElastix
+    #160): `compat.py compare` lost its Par0020bspline1 row and every row after it."""
+    import compat
+
+    multi = compat_corpus.CORPUS / "modelzoo/Par0020/Par0020bspline1.txt"
+    single = compat_corpus.CORPUS / "elastix-testing/parameters.3D.NC.affine.SGD.001.txt"
+    if not (multi.is_file() and single.is_file()):
+        pytest.skip(f"the map corpus is not at {compat_corpus.CORPUS}")
+    assert compat.elastix_threads(multi) == 1
+    assert compat.elastix_threads(single) == 2

@@ -32,13 +32,14 @@ def _oblique_grid(dim, size, spacing, seed):
 
 
 @pytest.mark.parametrize("dim", [2, 3])
-@pytest.mark.parametrize("order", [0, 1, 2, 3, 4, 5])
+@pytest.mark.parametrize("order", [0, 1, "1 mirrored", 2, 3, 4, 5])
 def test_image_sampling_matches_torch(monkeypatch, dim, order):
     grid = _oblique_grid(dim, (13, 11, 9), (1.2, 0.9, 2.0), 1)
     image = Image(torch.randn(2, *reversed(grid.size), generator=torch.Generator().manual_seed(0)), grid)
     index = torch.rand(3000, dim, dtype=torch.float64) * (torch.tensor(grid.size) + 2) - 1.5  # some outside
     points = torch.from_numpy(grid.index_to_world(index.numpy()))
-    interp = Interpolator(image, order=order, dtype=torch.float64, default=-7.0)
+    mirror = order == "1 mirrored"
+    interp = Interpolator(image, order=1 if mirror else order, dtype=torch.float64, default=-7.0, mirror_linear=mirror)
     fast, slow = _both(monkeypatch, lambda: interp(points, gradient=True))
     assert torch.equal(fast.inside, slow.inside)
     assert 0 < int(fast.inside.sum()) < len(points)

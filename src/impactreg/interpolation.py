@@ -3,7 +3,9 @@
 Behaviour follows ITK, so that results match elastix/transformix:
 - a point is inside when its continuous index u satisfies -0.5 <= u < n - 0.5 on every axis
   (ITK's IsInsideBuffer); outside points get ``default`` and ``inside == False``;
-- linear interpolation clamps neighbour indices to the image (edge values between -0.5 and 0);
+- linear interpolation clamps neighbour indices to the image (edge values between -0.5 and 0), as ITK's
+  linear interpolator (transformix's FinalLinearInterpolator); with ``mirror_linear`` it mirrors them, as
+  the order-1 B-spline and elastix's linear interpolator do for the metrics' moving image;
 - nearest neighbour rounds half up;
 - B-spline interpolation uses coefficients from the exact B-spline prefilter with mirror boundary
   conditions (ITK's BSplineDecompositionImageFilter, scipy's ``mode='mirror'``) and mirrors the
@@ -87,10 +89,11 @@ class Interpolator:
     """Samples an image at world points. Build once per image, call many times.
 
     ``order``: 0 nearest, 1 linear, 2-5 B-spline. ``default``: value outside the image.
+    ``mirror_linear``: order 1 mirrors the neighbours beyond the outermost voxel centres instead of clamping.
     """
 
     def __init__(self, image: Image, order: int = 1, default: float = 0.0, device=None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, mirror_linear: bool = False):
         if order < 0 or order > MAX_BSPLINE_ORDER:
             raise ValueError(f"interpolation order must be 0..{MAX_BSPLINE_ORDER}, got {order}")
         self.grid: Grid = image.grid
@@ -104,7 +107,8 @@ class Interpolator:
         coef = coef.to(dtype)
         # subnormal values (e.g. exp() of large negative numbers in MIND) make arithmetic ~100x slower
         coef = torch.where(coef.abs() < torch.finfo(dtype).tiny, torch.zeros_like(coef), coef)
-        self.table = compute.ImageTable(coef.reshape(self.channels, -1), self.grid, order, self.default)
+        self.table = compute.ImageTable(coef.reshape(self.channels, -1), self.grid, order, self.default,
+                                        mirror_linear)
 
     def continuous_index(self, points: torch.Tensor) -> torch.Tensor:
         """Continuous indices (..., D) of world points (..., D), in the interpolator's dtype."""

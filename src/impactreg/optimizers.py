@@ -16,12 +16,13 @@ import torch
 
 from . import compute
 from .keys import NO_EFFECT, Key
-from .sampling import ImageSampler
+from .sampling import exact_gradient_sampler
 from .transforms.base import SparseJacobian
 
 log = logging.getLogger("impactreg")
 
 ZETA = 0.1  # elastix's SigmoidScaleFactor
+MAX_SPARSE_JACOBIAN_POINTS = 2000  # ASGD estimation of a B-spline: its n x n Gram matrix of sample points
 
 
 def sigmoid_time_step(x: float, fmax: float, fmin: float, omega: float) -> float:
@@ -59,6 +60,7 @@ class LevelSetup:
     generator: torch.Generator
     evaluate: Callable | None = None  # evaluate(scaled params) -> (value, scaled gradient) on this iteration's samples
     random_region: bool = False  # whether the sampler draws in a random sample region (UseRandomSampleRegion)
+    fixed_mask: torch.Tensor | None = None  # this level's fixed mask (bool, torch order), where dT/dmu is measured
 
 
 ITERATION_KEY = Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True, minimum=0)
@@ -71,8 +73,10 @@ _ITERATION_KEYS = (
 )
 _GAIN_KEYS = (
     Key("SP_a", "float", 400.0, "gain a in a / (A + k + 1)^alpha", per_level=True, minimum=0),
-    Key("SP_A", "float", 20.0, "gain offset A", per_level=True, minimum=0),
-    Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (1.0 with automatic estimation)",
+    Key("SP_A", "float", 20.0, "gain offset A (StandardGradientDescent: 50 when absent, as elastix)", per_level=True,
+        minimum=0),
+    Key("SP_alpha", "float", 0.602, "gain decay exponent alpha (ASGD with AutomaticParameterEstimation: 1, the map's "
+        "value ignored, as elastix)",
         per_level=True, minimum=0),
 )
 
@@ -104,7 +108,8 @@ class AdaptiveStochasticGradientDescent:
         Key("SigmoidInitialTime", "float", 0.0, "ASGD: initial time", per_level=True, minimum=0),
         Key("NumberOfGradientMeasurements", "int", 0, "ASGD estimation: gradients measured (0 = automatic)",
             per_level=True, minimum=0),
-        Key("NumberOfJacobianMeasurements", "int", 1000, "ASGD estimation: points where dT/dmu is measured",
+        Key("NumberOfJacobianMeasurements", "int", 1000, "ASGD estimation: points where dT/dmu is measured (default "
+            "max(1000, number of parameters))",
             per_level=True, minimum=1),
         Key("NumberOfSamplesForExactGradient", "int", 100000, "ASGD estimation: samples for the 'exact' gradient",
             per_level=True, minimum=1),
@@ -151,14 +156,16 @@ class AdaptiveStochasticGradientDescent:
                 "SigmoidScale": s.omega}
 
     def _estimate(self, view, setup: LevelSetup, max_step: float, A: float) -> ASGDSettings:
-        grid = setup.fixed_grid
-        n_jac = min(max(view.get("NumberOfJacobianMeasurements"), setup.transform.number_of_parameters), 2000)
-        jac_points = ImageSampler("Grid", grid, None, grid_spacing=(grid.sample_step(n_jac, math.floor),),
-                                  dtype=torch.float64).sample()
-        if jac_points.shape[0] > n_jac:
-            pick = torch.randperm(jac_points.shape[0], generator=setup.generator)[:n_jac]
-            jac_points = jac_points[pick]
+        # elastix's ComputeJacobianTerms: a grid of about NumberOfJacobianMeasurements (default max(1000, P)) points
+        # over the fixed mask's box, centred, all of them; a B-spline's Gram matrix of them is n x n, so it keeps
+        # a random MAX_SPARSE_JACOBIAN_POINTS of a larger grid
+        P = setup.transform.number_of_parameters
+        n_jac = view.get("NumberOfJacobianMeasurements") if "NumberOfJacobianMeasurements" in view else max(1000, P)
+        jac_points = exact_gradient_sampler(setup.fixed_grid, setup.fixed_mask, n_jac, dtype=torch.float64).sample()
         jacobian = setup.transform.to("cpu").parameter_jacobian(jac_points)
+        if isinstance(jacobian, SparseJacobian) and jac_points.shape[0] > MAX_SPARSE_JACOBIAN_POINTS:
+            pick = torch.randperm(jac_points.shape[0], generator=setup.generator)[:MAX_SPARSE_JACOBIAN_POINTS]
+            jacobian = setup.transform.to("cpu").parameter_jacobian(jac_points[pick])
         exact_samples = view.get("NumberOfSamplesForExactGradient")
 
         def gradient(params, exact: bool):
@@ -181,9 +188,7 @@ class AdaptiveStochasticGradientDescent:
             log.warning("UseAdaptiveStepSizes is turned off, because UseRandomSampleRegion is set to \"true\" "
                         "(as elastix does)")
             settings.adaptive = False
-        if "SP_alpha" in view:
-            settings.alpha = view.get("SP_alpha")
-        return settings
+        return settings  # alpha 1 whatever SP_alpha says: elastix reads SP_alpha only without the estimation
 
 
 class StandardGradientDescent(AdaptiveStochasticGradientDescent):
@@ -195,8 +200,11 @@ class StandardGradientDescent(AdaptiveStochasticGradientDescent):
     def __init__(self, a: float = 400.0, A: float = 20.0, alpha: float = 0.602):
         super().__init__(ASGDSettings(a=a, A=A, alpha=alpha, adaptive=False))
 
+    DEFAULT_A = 50.0  # elastix's StandardGradientDescent reads SP_A with default 50 (ASGD: 20)
+
     def begin_level(self, view, setup: LevelSetup) -> dict:
-        self.__init__(view.get("SP_a"), view.get("SP_A"), view.get("SP_alpha"))
+        A = view.get("SP_A") if "SP_A" in view else self.DEFAULT_A
+        self.__init__(view.get("SP_a"), A, view.get("SP_alpha"))
         return {"SP_a": self.s.a, "SP_A": self.s.A, "SP_alpha": self.s.alpha}
 
     def step(self, params, grad, k):

@@ -3,8 +3,9 @@
 Schedules are shrink factors per level and image axis (x, y[, z]); the default for level l of L
 is 2^(L-1-l) on every axis. Smoothing sigmas are in mm.
 - Smoothing: Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed).
-- Recursive: the same smoothing, then shrinking by the factor (centre-preserving grid).
-- Shrinking: shrinking only.
+- Recursive: ITK's recursive pyramid: each level from the next finer one, ITK's discrete Gaussian of
+  variance (0.5 r)^2 voxels then ITK's shrinking by r (the ratio of the levels' factors), as elastix's.
+- Shrinking: ITK's shrinking only (the voxel nearest each output voxel's centre).
 - Generic: sigma from ImagePyramidSmoothingSchedule (mm; default 0.5 * factor * spacing, and 0
   on the axes of a last level of factor 1), then resampling by the rescale schedule on a
   corner-aligned grid with linear interpolation.
@@ -19,6 +20,9 @@ import logging
 
 import numpy as np
 
+import torch
+
+from . import compute
 from .errors import ParameterError
 from .filters import gaussian_smooth, resample_to_grid
 from .image import Image
@@ -117,22 +121,114 @@ class SmoothingImagePyramid(ImagePyramid):
         return gaussian_smooth(self.image, 0.5 * self.factors[l] * self.image.grid.spacing)
 
 
+MAXIMUM_ERROR = 0.1  # ITK's MultiResolutionPyramidImageFilter: the Gaussian kernel's tail mass left out
+MAXIMUM_KERNEL_WIDTH = 32  # ITK's DiscreteGaussianImageFilter
+
+
+def itk_gaussian_kernel(variance: float, maximum_error: float = MAXIMUM_ERROR,
+                        maximum_width: int = MAXIMUM_KERNEL_WIDTH) -> np.ndarray:
+    """ITK's GaussianOperator: the discrete Gaussian exp(-t) I_n(t) (t the variance in voxels^2), taps added
+    until they hold 1 - maximum_error of the mass (or the width limit), then normalised; odd length."""
+    from scipy.special import ive
+
+    taps = [float(ive(0, variance)), float(ive(1, variance))]
+    total = taps[0] + 2 * taps[1]
+    n = 2
+    while total < 1.0 - maximum_error:
+        taps.append(float(ive(n, variance)))
+        total += 2 * taps[-1]
+        if taps[-1] <= 0.0 or len(taps) > maximum_width:
+            break
+        n += 1
+    half = np.asarray(taps) / total
+    return np.concatenate([half[:0:-1], half])
+
+
+def discrete_gaussian(image: Image, variance_voxels) -> Image:
+    """ITK's DiscreteGaussianImageFilter without image spacing: per axis (x, y[, z]) the kernel of that variance
+    (voxels^2; 0 leaves the axis), edges replicated (ZeroFluxNeumann)."""
+    data = image.data.to(torch.float32)
+    for axis, variance in enumerate(np.broadcast_to(variance_voxels, (image.dim,))):
+        if variance > 0:
+            kernel = torch.from_numpy(itk_gaussian_kernel(float(variance))).to(torch.float32)
+            data = compute.convolve_axis(data, kernel, axis)
+    return Image(data.contiguous(), image.grid, image.pixel_type)
+
+
+def itk_shrink(image: Image, factors) -> Image:
+    """ITK's ShrinkImageFilter by integer ``factors`` (x, y[, z]): the centre-preserving grid, each output voxel
+    the input voxel nearest its centre (rounded half up; no averaging)."""
+    factors = np.asarray(factors, dtype=np.int64)
+    grid = image.grid.shrunk(factors, centred=True)
+    offset = _shrink_offset(image.grid, grid, factors)
+    n_out = np.asarray(grid.size)
+    index = tuple(slice(int(o), int(o) + int(f) * (int(m) - 1) + 1, int(f))
+                  for o, f, m in zip(offset[::-1], factors[::-1], n_out[::-1]))
+    return Image(image.data[(slice(None),) + index].contiguous(), grid, image.pixel_type)
+
+
+def _shrink_offset(grid_in, grid_out, factors: np.ndarray) -> np.ndarray:
+    """The input index of output voxel 0 per axis, in ITK's order of float64 operations: at a half-integer offset
+    (an even/odd size pair) the rounding follows the last bit, as elastix's pyramid images do."""
+    direction, origin = np.asarray(grid_in.direction, dtype=np.float64), np.asarray(grid_in.origin, dtype=np.float64)
+    spacing_in = np.asarray(grid_in.spacing, dtype=np.float64)
+    centre_in = (np.asarray(grid_in.size) - 1) / 2.0
+    centre_out = (np.asarray(grid_out.size) - 1) / 2.0
+    to_world_in, to_world_out = direction * spacing_in, direction * (spacing_in * factors)
+    origin_out = origin + ((origin + to_world_in @ centre_in) - (origin + to_world_out @ centre_out))
+    index = np.linalg.inv(to_world_in) @ (origin_out - origin)
+    return np.maximum(0, np.floor(index + 0.5)).astype(np.int64)
+
+
 class RecursiveImagePyramid(ImagePyramid):
-    """The smoothing pyramid's smoothing, then shrinking by the factor (centre-preserving grid)."""
+    """ITK's RecursiveMultiResolutionPyramidImageFilter: each level from the next finer one, smoothed by ITK's
+    discrete Gaussian of variance (0.5 r)^2 voxels and shrunk by r, r the ratio of the two levels' factors (the
+    finest level from the image by its own factors; all ones copy). A schedule whose levels do not divide
+    falls back to ITK's base pyramid: each level from the image, variance (0.5 f)^2, shrunk by f."""
+
+    def build(self, image: Image, pm, levels: int) -> "ImagePyramid":
+        super().build(image, pm, levels)
+        self._images: dict[int, Image] = {}
+        f = self.factors
+        self.recursive = bool(np.all(f == np.round(f))) and all(
+            np.all(np.mod(f[l], f[l + 1]) == 0) for l in range(levels - 1))
+        return self
 
     def level(self, l: int) -> Image:
-        f, image = self.factors[l], self.image
-        if np.all(f == 1) and l == self.levels - 1:
+        if l in self._images:
+            return self._images[l]
+        f = self.factors.astype(np.int64) if self.recursive else self.factors
+        if not self.recursive:
+            result = self._direct(self.factors[l])
+        elif l == self.levels - 1:
+            result = self._reduce(self.image, f[l])
+        else:
+            result = self._reduce(self.level(l + 1), f[l] // f[l + 1])
+        self._images[l] = result
+        return result
+
+    @staticmethod
+    def _reduce(image: Image, ratio: np.ndarray) -> Image:
+        if np.all(ratio == 1):
             return image
-        smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
-        return resample_to_grid(smoothed, image.grid.shrunk(f, centred=True))
+        variance = np.where(ratio != 1, (0.5 * ratio) ** 2, 0.0)
+        return itk_shrink(discrete_gaussian(image, variance), ratio)
+
+    def _direct(self, factors: np.ndarray) -> Image:
+        image = self.image
+        if np.all(factors == 1):
+            return image
+        smoothed = discrete_gaussian(image, np.where(factors != 1, (0.5 * factors) ** 2, 0.0))
+        return resample_to_grid(smoothed, image.grid.shrunk(factors, centred=True))
 
 
 class ShrinkingImagePyramid(ImagePyramid):
-    """Shrinking only."""
+    """Shrinking only: ITK's ShrinkImageFilter on the image by each level's factors (whole numbers, as ITK's
+    unsigned factors)."""
 
     def level(self, l: int) -> Image:
-        return resample_to_grid(self.image, self.image.grid.shrunk(self.factors[l], centred=True))
+        factors = np.maximum(1, np.floor(self.factors[l])).astype(np.int64)
+        return self.image if np.all(factors == 1) else itk_shrink(self.image, factors)
 
 
 class GenericImagePyramid(ImagePyramid):

@@ -23,7 +23,7 @@ SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
 class ImageSampler:
     def __init__(self, kind: str, grid: Grid, mask: torch.Tensor | None = None, number_of_samples: int = 2000,
                  grid_spacing=(2,), generator: torch.Generator | None = None, device=None,
-                 dtype: torch.dtype = torch.float32, grid_start=(0,)):
+                 dtype: torch.dtype = torch.float32):
         if kind not in SAMPLERS:
             raise ValueError(f"unknown sampler {kind}")
         self.kind, self.grid, self.n = kind, grid, int(number_of_samples)
@@ -34,7 +34,7 @@ class ImageSampler:
         if kind == "Grid":
             step = np.broadcast_to(np.asarray(grid_spacing, dtype=int), (grid.dim,))
             keep = torch.zeros_like(voxels)
-            start = np.broadcast_to(np.asarray(grid_start, dtype=int), (grid.dim,))
+            start = _grid_start(voxels, step)
             keep[tuple(slice(int(a), None, int(s)) for a, s in zip(reversed(start), reversed(step)))] = True
             voxels = voxels & keep
         flat = torch.nonzero(voxels.reshape(-1)).reshape(-1)
@@ -73,6 +73,18 @@ class ImageSampler:
         return compute.voxel_world_points(self.grid, flat, jitter, self.dtype)
 
 
+def _grid_start(voxels: torch.Tensor, step: np.ndarray) -> np.ndarray:
+    """First grid index per axis (x, y[, z]) of elastix's ImageGridSampler: the grid of ``step`` is centred
+    on the bounding box of the voxels that may be sampled (the fixed mask's, or the whole image)."""
+    where = torch.nonzero(voxels)
+    if where.numel() == 0:
+        return np.zeros(len(step), dtype=int)
+    where = where.numpy()[:, ::-1]  # x-y-z order
+    lo, size = where.min(axis=0), where.max(axis=0) - where.min(axis=0) + 1
+    count = 1 + (size - 1) // step
+    return lo + (size - ((count - 1) * step + 1)) // 2
+
+
 def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samples: int, device=None,
                            dtype: torch.dtype = torch.float32) -> ImageSampler:
     """elastix's sampler for ASGD's 'exact' gradients: a grid over the bounding box of the fixed
@@ -84,7 +96,7 @@ def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samp
         lo = where.min(axis=0)
         size = where.max(axis=0) - lo + 1
     step = max(1, int(np.floor((np.prod(size.astype(np.float64)) / max(number_of_samples, 1)) ** (1.0 / grid.dim) + 0.5)))
-    return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype, grid_start=tuple(lo))
+    return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype)
 
 
 # the ImageSampler components ---------------------------------------------------------------------

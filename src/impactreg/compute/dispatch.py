@@ -63,7 +63,7 @@ def sample_image(table: ImageTable, points: torch.Tensor, gradient: bool = False
     grads = torch.empty((n, table.channels, dim) if gradient else (1, 1, 1), dtype=table.dtype)
     inside = torch.empty(n, dtype=torch.bool)
     kernels.sample_image(coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default,
-                         values.numpy(), grads.numpy(), inside.numpy())
+                         values.numpy(), grads.numpy(), inside.numpy(), table.mirror_linear)
     return values, (grads if gradient else None), inside
 
 

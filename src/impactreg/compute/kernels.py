@@ -120,9 +120,10 @@ def _touch(coef, w2i, origin, points):
 
 
 @njit(cache=True, fastmath=FAST)
-def sample_image(coef, order, w2i, origin, points, want_grad, default, values, grads, inside):
+def sample_image(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear=False):
     """Sample coefficients ``coef`` (Z, Y, X, C), channel-last so that one voxel's channels share
-    a cache line (Z = 1 for 2D), at world points (N, D).
+    a cache line (Z = 1 for 2D), at world points (N, D). Order 1 clamps its neighbours to the image, or
+    mirrors them (``mirror_linear``) as the order-1 B-spline does.
 
     Fills values (N, C), world-unit gradients (N, C, D) when ``want_grad``, inside (N,)."""
     n_points, dim = points.shape
@@ -167,8 +168,12 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
             elif order == 1:
                 base = math.floor(u[e])
                 i0 = int(base)
-                idx[e, 0] = min(max(i0, 0), n - 1)
-                idx[e, 1] = min(max(i0 + 1, 0), n - 1)
+                if mirror_linear:
+                    idx[e, 0] = _mirror(i0, n)
+                    idx[e, 1] = _mirror(i0 + 1, n)
+                else:
+                    idx[e, 0] = min(max(i0, 0), n - 1)
+                    idx[e, 1] = min(max(i0 + 1, 0), n - 1)
                 w[e, 0] = 1.0 - (u[e] - base)
                 w[e, 1] = u[e] - base
                 dw[e, 0] = -1.0

@@ -19,10 +19,13 @@ class ImageTable:
     ``coef`` (C, V): one row per channel, V = grid.num_voxels in flat order (x fastest), in the
     dtype and on the device sampling works in. ``order``: 0 nearest, 1 linear, 2-5 B-spline
     (then ``coef`` holds B-spline coefficients). ``default``: the value outside the image.
+    ``mirror_linear``: order 1 mirrors the neighbours beyond the last voxel centres (ITK's order-1
+    B-spline and elastix's linear interpolator) instead of clamping them (ITK's linear interpolator).
     """
 
-    def __init__(self, coef: torch.Tensor, grid: Grid, order: int, default: float):
+    def __init__(self, coef: torch.Tensor, grid: Grid, order: int, default: float, mirror_linear: bool = False):
         self.coef, self.grid, self.order, self.default = coef, grid, order, float(default)
+        self.mirror_linear = bool(mirror_linear)
         self.channels = coef.shape[0]
         self.dtype, self.device = coef.dtype, coef.device
         self.upper = torch.tensor([n - 0.5 for n in grid.size], dtype=self.dtype, device=self.device)

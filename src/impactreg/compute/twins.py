@@ -42,7 +42,10 @@ def _axis_taps(table: ImageTable, u: torch.Tensor, axis: int, gradient: bool):
         base = torch.floor(u)
         frac = u - base
         i0 = base.long()
-        idx = torch.stack([i0.clamp(0, n - 1), (i0 + 1).clamp_(0, n - 1)])
+        if table.mirror_linear:
+            idx = mirror_index(torch.stack([i0, i0 + 1]), n)
+        else:
+            idx = torch.stack([i0.clamp(0, n - 1), (i0 + 1).clamp_(0, n - 1)])
         weights = torch.stack([1 - frac, frac])
         dweights = torch.stack([-torch.ones_like(frac), torch.ones_like(frac)]) if gradient else None
         return idx * stride, weights, dweights

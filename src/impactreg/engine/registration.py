@@ -178,7 +178,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         return float(value), g.cpu() / scales
 
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
-                       level.sampler.new_samples, run.generator, evaluate, level.sampler.random_region)
+                       level.sampler.new_samples, run.generator, evaluate, level.sampler.random_region,
+                       context.fixed_mask)
     try:
         with level.sampler.estimating():
             settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients

@@ -50,10 +50,11 @@ class LevelContext:
         return self.view.level
 
     def moving_interpolator(self) -> Interpolator:
-        """The moving image's interpolator of this level (one, shared by the metrics)."""
+        """The moving image's interpolator of this level (one, shared by the metrics). At order 1 it mirrors
+        beyond the outermost voxel centres, as elastix's BSplineInterpolator and LinearInterpolator do."""
         if "moving" not in self._shared:
             self._shared["moving"] = Interpolator(self.moving, order=self.interpolation_order, device=self.device,
-                                                  dtype=torch.float32)
+                                                  dtype=torch.float32, mirror_linear=True)
         return self._shared["moving"]
 
     def moving_mask_interpolator(self) -> Interpolator | None:
