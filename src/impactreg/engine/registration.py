@@ -223,6 +223,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         bar.close()
     result.iterations = k
     result.seconds = time.perf_counter() - start
+    level = context = None  # the optimiser may keep ``setup``: its closures must not keep this level's images alive
+    exact_samples.clear()
     return result
 
 
@@ -268,6 +270,10 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         results.append(_run_level(index, level, scales, spacings, components.optimizer, run, rows))
         optimised = level.transform
         transform.end_level(optimised.current if isinstance(optimised, CombinationTransform) else optimised)
+        for metric in components.metrics:
+            metric.end_level()
+        # this level's images, interpolators and feature maps go before the next level builds its own
+        level = context = cost = sampler = fixed_l = moving_l = fmask = mmask = optimised = None
     current = transform.current
     warn_if_reflection(index, current)
     final = current if initial is None else CombinationTransform(initial, current, how)
