@@ -107,6 +107,10 @@ class ImagePyramid:
     def level(self, l: int) -> Image:
         raise NotImplementedError
 
+    def level_grid(self, l: int):
+        """The grid of ``level(l)``, without computing the level."""
+        raise NotImplementedError
+
 
 class SmoothingImagePyramid(ImagePyramid):
     """Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed; factor 0: none)."""
@@ -115,6 +119,9 @@ class SmoothingImagePyramid(ImagePyramid):
 
     def level(self, l: int) -> Image:
         return gaussian_smooth(self.image, 0.5 * self.factors[l] * self.image.grid.spacing)
+
+    def level_grid(self, l: int):
+        return self.image.grid
 
 
 class RecursiveImagePyramid(ImagePyramid):
@@ -127,12 +134,19 @@ class RecursiveImagePyramid(ImagePyramid):
         smoothed = gaussian_smooth(image, 0.5 * f * image.grid.spacing)
         return resample_to_grid(smoothed, image.grid.shrunk(f, centred=True))
 
+    def level_grid(self, l: int):
+        f = self.factors[l]
+        return self.image.grid if np.all(f == 1) and l == self.levels - 1 else self.image.grid.shrunk(f, centred=True)
+
 
 class ShrinkingImagePyramid(ImagePyramid):
     """Shrinking only."""
 
     def level(self, l: int) -> Image:
         return resample_to_grid(self.image, self.image.grid.shrunk(self.factors[l], centred=True))
+
+    def level_grid(self, l: int):
+        return self.image.grid.shrunk(self.factors[l], centred=True)
 
 
 class GenericImagePyramid(ImagePyramid):
@@ -180,3 +194,7 @@ class GenericImagePyramid(ImagePyramid):
         sigma, r = self.sigmas[l], self.rescale[l]
         smoothed = gaussian_smooth(self.image, sigma) if np.any(sigma > 0) else self.image
         return smoothed if np.all(r == 1) else resample_to_grid(smoothed, self.image.grid.shrunk(r, centred=False))
+
+    def level_grid(self, l: int):
+        r = self.rescale[l]
+        return self.image.grid if np.all(r == 1) else self.image.grid.shrunk(r, centred=False)

@@ -16,9 +16,10 @@ from .transforms import Transform
 CHUNK = 1 << 17
 
 
-def _chunks(grid: Grid, device, chunk: int = CHUNK):
+def _chunks(grid: Grid, device, chunk: int | None = None):
     """(start, stop, world points (stop - start, D) float64) of the grid's voxels in torch memory order,
-    chunk by chunk: no list of every voxel is made."""
+    chunk by chunk (CHUNK voxels): no list of every voxel is made."""
+    chunk = chunk or CHUNK
     for start in range(0, grid.num_voxels, chunk):
         stop = min(grid.num_voxels, start + chunk)
         flat = torch.arange(start, stop, device=device)

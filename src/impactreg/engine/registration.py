@@ -31,6 +31,7 @@ from ..transforms import CombinationTransform, Transform
 from ..transforms.components import warn_if_reflection
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
+from .footprint import check_fits
 from .inputs import as_image, check_overlap, corresponding_points, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
@@ -312,7 +313,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
-    ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
+    ``memory_limit`` ("4G", "800M", bytes) bounds the process's peak resident set (images included); a
+    configuration that cannot fit is refused before the work; default: a safe share of free memory.
     Keys elastix would ignore (unknown ones, those of components a map does not use) are listed in one
     warning line per map; ``strict=True`` makes them an error.
     ``fixed_points``/``moving_points`` (elastix's -fp/-mp: point files, PointSets or (N, D) arrays in mm)
@@ -322,7 +324,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     device_given = device is not None
     device = torch_device(device)
     use_threads(threads)
-    budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
+    budget = MemoryBudget.for_process(memory_limit)  # the whole process; GPU work narrows it with budget.on(device)
     maps = load_parameter_maps(parameter_maps, strict)
     for pm in maps:
         if strict:
@@ -346,6 +348,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     landmarks = corresponding_points(fixed_points, moving_points, fixed_image, moving_image)
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
+    check_fits(maps, fixed_image, moving_image, fmask, mmask, budget)
     seed = resolve_seed(maps, seed)
     run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, *landmarks,
               device_given=device_given)

@@ -122,7 +122,7 @@ class JacobianMode:
         patch = "x".join(str(v) for v in s.patch_size)
         return MemoryLimitError(
             f"IMPACT Jacobian mode: one {patch} patch of model {x.moving_models[k].name} needs about "
-            f"{format_bytes(self.patch_bytes[k])} but the memory budget is {x.budget}; use a smaller ImpactPatchSize, "
+            f"{format_bytes(self.patch_bytes[k])} but {x.budget.describe()}; use a smaller ImpactPatchSize, "
             f"fewer NumberOfSpatialSamples or a larger --memory-limit")
 
     def end_iteration(self, iteration: int) -> None:
