@@ -13,8 +13,10 @@ cannot fit.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -79,8 +81,26 @@ def _cgroup_free() -> int | None:
     return None
 
 
+def _release_freed() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim), so that the resident set
+    counts what is in use; a no-op elsewhere."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
 def resident_bytes() -> int:
-    """This process's resident set size now (VmRSS; 0 where /proc is missing)."""
+    """This process's resident set size now (VmRSS, after freed heap pages are handed back; 0 where /proc
+    is missing)."""
+    _release_freed()
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -88,6 +108,43 @@ def resident_bytes() -> int:
     except (OSError, ValueError, IndexError):
         pass
     return 0
+
+
+def _vm_rss() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peak_rise(run: Callable[[], object], interval: float = 0.001) -> int | None:
+    """Bytes the resident set rose above its level before ``run()`` while it ran, sampled every ``interval``
+    seconds by a thread (the process's own peak, VmHWM, is left alone); None where /proc is missing."""
+    before = resident_bytes()
+    if not before:
+        run()
+        return None
+    peak = [before]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _vm_rss())
+            done.wait(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run()
+    finally:
+        peak[0] = max(peak[0], _vm_rss())
+        done.set()
+        watcher.join()
+    return max(0, peak[0] - before)
 
 
 def available_bytes(device: torch.device | str = "cpu") -> int:
