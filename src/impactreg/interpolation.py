@@ -105,20 +105,26 @@ def flush_subnormals(coef: torch.Tensor, owned: bool, chunk: int = 2 ** 24) -> t
     such values."""
     if not coef.is_floating_point():
         return coef
-    if not coef.is_contiguous():
+    if not _dense(coef).is_contiguous():
         coef, owned = coef.contiguous(), True
     tiny = torch.finfo(coef.dtype).tiny
-    flat = coef.view(-1)
+    flat = _dense(coef).view(-1)
     for start in range(0, flat.numel(), chunk):
         part = flat[start:start + chunk]
         small = part.abs() < tiny
         if bool((small & ((part != 0) | part.signbit())).any()):
             if not owned:
-                coef, owned = coef.clone(), True
-                flat = coef.view(-1)
+                coef, owned = coef.clone(memory_format=torch.preserve_format), True
+                flat = _dense(coef).view(-1)
                 part = flat[start:start + chunk]
             part.masked_fill_(small, 0.0)
     return coef
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with its axes in memory order (largest stride first): contiguous when ``t`` is a permutation of a
+    contiguous tensor (e.g. channel-last)."""
+    return t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
 
 
 class Interpolator:
