@@ -48,14 +48,17 @@ def test_process_budget_leaves_the_limit_less_what_the_process_holds():
 
 def test_a_registration_that_cannot_fit_is_refused_before_any_work(tmp_path, capsys):
     fixed = write_image(volume(), tmp_path / "f.mha")
+    pm = tmp_path / "map.txt"  # MIND feature maps at 0.5 mm: 2 x 12 channels x 1.2 M voxels x 2 copies
+    pm.write_text('(Transform "TranslationTransform")\n(Metric "Impact")\n(NumberOfResolutions 1)\n'
+                  '(ImpactModelsPath0 "MIND/R1D2")\n(ImpactMode "Static")\n(ImpactPatchSize0 0 0 0)\n'
+                  '(ImpactVoxelSize0 0.5 0.5 0.5)\n(WriteResultImage "false")\n')
     out = tmp_path / "o"
-    limit = f"{(resident_bytes() + 2 ** 20) // 2 ** 20}M"  # less than the process holds with the images
-    code = main(["register", "-f", str(fixed), "-m", str(fixed), "--preset", "rigid", "-out", str(out),
-                 "--memory-limit", limit])
+    limit = f"{(resident_bytes() + 150 * 2 ** 20) // 2 ** 20}M"
+    code = main(["register", "-f", str(fixed), "-m", str(fixed), "-p", str(pm), "-out", str(out), "--memory-limit", limit])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
-    assert "stage 0 level 0 needs about" in err and f"--memory-limit is {limit[:-1]}" in err
-    assert "a --memory-limit of at least" in err
+    assert "stage 0 level 0 needs about" in err and "IMPACT feature maps of MIND/R1D2" in err
+    assert f"--memory-limit is {limit[:-1]}" in err and "a --memory-limit of at least" in err and "ImpactVoxelSize" in err
     assert not out.exists()  # refused before the output folder was made
 
 
@@ -175,3 +178,17 @@ def test_resampling_in_chunks_equals_one_chunk(monkeypatch):
     monkeypatch.setattr(warp, "CHUNK", 97)
     assert torch.equal(warp.resample(image, transform, image.grid).data, whole.data)
     assert whole.data.dtype == torch.float32 and whole.data.shape == image.data.shape
+
+
+def test_images_that_alone_cannot_fit_are_refused_before_they_are_read(tmp_path, capsys, monkeypatch):
+    import impactreg.engine.registration as registration
+
+    fixed = write_image(volume((120, 100, 80)), tmp_path / "f.mha")  # 3.7 MB as float32
+    reads = []
+    monkeypatch.setattr(registration, "as_image", lambda *a, **k: reads.append(a))
+    limit = f"{(resident_bytes() + 2 * 2 ** 20) // 2 ** 20}M"  # 2 MB over what the process holds
+    code = main(["register", "-f", str(fixed), "-m", str(fixed), "--preset", "rigid", "-out", str(tmp_path / "o"),
+                 "--memory-limit", limit])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "\n" not in err and not reads
+    assert "the images alone (fixed image 120x100x80, moving image 120x100x80)" in err and "--memory-limit" in err

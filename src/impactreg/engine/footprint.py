@@ -154,3 +154,51 @@ def check_fits(maps: list[ParameterMap], fixed: Image, moving: Image, fixed_mask
     raise MemoryLimitError(
         f"{worst.where()} needs about {format_bytes(worst.total)} ({parts}) on top of the "
         f"{format_bytes(held)} the process holds (runtime and images) but {limit}; give {', or '.join(fixes)}")
+
+
+def _file_voxels(path) -> tuple[int, tuple[int, ...], int] | None:
+    """(voxels x components, size, bytes of the file's own pixel buffer) from an image file's header, or None
+    (not a file, or a header ITK cannot read: the full read reports that)."""
+    import SimpleITK as sitk
+
+    from ..image import _itk_quiet
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        with _itk_quiet():
+            reader.ReadImageInformation()
+    except RuntimeError:
+        return None
+    size = tuple(int(n) for n in reader.GetSize())
+    elements = int(np.prod(size)) * reader.GetNumberOfComponents()
+    pixel = sitk.GetPixelIDValueAsString(reader.GetPixelID())
+    width = 8 if "64" in pixel or "double" in pixel else 2 if "16" in pixel else 1 if "8" in pixel else 4
+    return elements, size, elements * width
+
+
+def check_inputs_fit(inputs: dict, budget: MemoryBudget) -> None:
+    """Before the images are read: refuse, in one line, image files that alone (as float32, plus the largest
+    file's own buffer while it is converted) do not fit in an explicit --memory-limit beside what the process
+    holds. (A suggested limit of twice that leaves room for their pyramids.)"""
+    from pathlib import Path
+
+    if not (budget.process and budget.explicit):
+        return
+    found = {}
+    for what, value in inputs.items():
+        if isinstance(value, (str, Path)) and Path(value).is_file():
+            info = _file_voxels(value)
+            if info is not None:
+                found[what] = info
+    if not found:
+        return
+    held = resident_bytes()
+    need = sum(4 * elements for elements, _, _ in found.values()) + max(raw for _, _, raw in found.values())
+    if held >= budget.bytes or held + need <= budget.bytes:
+        return  # what the process holds already is the problem (refused with the levels' needs), or they fit
+    listed = ", ".join(f"{what} {'x'.join(map(str, size))}" for what, (_, size, _) in found.items())
+    raise MemoryLimitError(
+        f"the images alone ({listed}) need about {format_bytes(need)} to be read as float32, on top of the "
+        f"{format_bytes(held)} the process holds, but --memory-limit is {budget}; give a --memory-limit of at least "
+        f"{format_bytes(held + 2 * need + WORK)} or images at a coarser voxel size")

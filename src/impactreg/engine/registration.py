@@ -31,7 +31,7 @@ from ..transforms import CombinationTransform, Transform
 from ..transforms.components import warn_if_reflection
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
-from .footprint import check_fits
+from .footprint import check_fits, check_inputs_fit
 from .inputs import as_image, check_overlap, corresponding_points, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
@@ -329,6 +329,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     for pm in maps:
         if strict:
             pm.warn_ignored(strict)  # refuses before any work
+    check_inputs_fit({"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask},
+                     budget)
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
