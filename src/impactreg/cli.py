@@ -55,7 +55,9 @@ def _build_parser() -> argparse.ArgumentParser:
     rg.add_argument("-threads", dest="threads", type=int, metavar="N", help="CPU threads")
     rg.add_argument("--seed", type=int, help="random seed (overrides RandomSeed)")
     rg.add_argument("--memory-limit", metavar="SIZE",
-                    help="memory for batched and tiled work, e.g. 4G or 800M (default: half of the free memory)")
+                    help="the most memory the registration may hold (peak resident set, images included), e.g. 4G or "
+                         "800M; a configuration that cannot fit is refused at the start (default: what it holds plus "
+                         "half of the free memory)")
     rg.add_argument("--strict", action="store_true",
                     help="refuse keys elastix would ignore (unknown keys, wrong values of unused components, "
                          "per-level lists of another length) instead of warning")

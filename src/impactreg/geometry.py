@@ -229,11 +229,16 @@ class Grid:
         return torch.tensor(np.round(self.direction), dtype=torch.int64)
 
     def border_voxel_points(self) -> np.ndarray:
-        """World positions (M, D) of every voxel with some index at 0 or N - 1."""
-        index = self.voxel_indices().numpy()
-        size = np.asarray(self.size)
-        on_border = ((index == 0) | (index == size - 1)).any(axis=1)
-        return self.index_to_world(index[on_border])
+        """World positions (M, D) of every voxel with some index at 0 or N - 1, each once, face by
+        face (never listing the other voxels: a large image's voxel list would not fit)."""
+        size = self.size
+        faces = []
+        for d in range(self.dim):
+            axes = [sorted({0, size[d] - 1}) if e == d else range(1, size[e] - 1) if e < d else range(size[e])
+                    for e in range(self.dim)]  # an earlier axis's ends are on that axis's faces already
+            faces.append(np.stack(np.meshgrid(*[np.asarray(a, dtype=np.float64) for a in axes], indexing="ij"),
+                                  axis=-1).reshape(-1, self.dim))
+        return self.index_to_world(np.concatenate(faces))
 
     def same_as(self, other: "Grid", tol: float = 1e-6) -> bool:
         return (self.size == other.size

@@ -67,22 +67,66 @@ def _mirror_pad_1d(x: torch.Tensor, pad: int) -> torch.Tensor:
     return x.index_select(-1, idx)
 
 
+PREFILTER_SLAB_BYTES = 64 * 2 ** 20  # temporaries of one slab of the prefilter (its rows, padded, unfolded)
+
+
+def _slabs(shape, axis: int, taps: int, itemsize: int) -> tuple[int, int]:
+    """(dimension, thickness) of the slabs filtered one at a time along ``axis``: the largest other
+    dimension, as thick as PREFILTER_SLAB_BYTES of temporaries allows (the whole array when it fits)."""
+    dim = max((d for d in range(len(shape)) if d != axis), key=lambda d: shape[d])
+    per_slice = max(1, int(np.prod(shape)) // max(shape[dim], 1)) * (taps + 4) * itemsize
+    return dim, max(1, PREFILTER_SLAB_BYTES // per_slice)
+
+
 def bspline_coefficients(data: torch.Tensor, order: int = 3, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """B-spline coefficients of channel-first data (C, [Z,] Y, X) under mirror boundary conditions,
-    computed in ``dtype`` (float64: exact to 1e-16; float32: to 1e-7 with a shorter filter)."""
+    computed in ``dtype`` (float64: exact to 1e-16; float32: to 1e-7 with a shorter filter).
+
+    Filtered in place in one copy of ``data``, slab by slab along another axis, so that the
+    temporaries stay within PREFILTER_SLAB_BYTES whatever the image size."""
     if order < 2:
         return data
     tolerance = 1e-16 if dtype == torch.float64 else 1e-8
     taps = torch.as_tensor(_prefilter_taps(order, tolerance), dtype=dtype, device=data.device)
     half = (taps.numel() - 1) // 2
-    coef = data.to(dtype)
+    coef = data.to(dtype=dtype, copy=True).contiguous()
     for axis in range(1, coef.dim()):
-        moved = coef.movedim(axis, -1)
-        shape = moved.shape
-        rows = moved.reshape(-1, 1, shape[-1])
-        rows = F.conv1d(_mirror_pad_1d(rows, half), taps.view(1, 1, -1))
-        coef = rows.reshape(shape).movedim(-1, axis)
-    return coef.contiguous()
+        along, thickness = _slabs(coef.shape, axis, taps.numel(), coef.element_size())
+        for start in range(0, coef.shape[along], thickness):
+            slab = coef.narrow(along, start, min(thickness, coef.shape[along] - start))
+            moved = slab.movedim(axis, -1)
+            rows = moved.reshape(-1, 1, moved.shape[-1])
+            rows = F.conv1d(_mirror_pad_1d(rows, half), taps.view(1, 1, -1))
+            slab.copy_(rows.reshape(moved.shape).movedim(-1, axis))
+    return coef
+
+
+def flush_subnormals(coef: torch.Tensor, owned: bool, chunk: int = 2 ** 24) -> torch.Tensor:
+    """``coef`` with subnormal values and -0 set to +0 (subnormals make arithmetic ~100x slower),
+    chunk by chunk; ``owned``: ``coef`` may be changed in place, else it is copied only when it has
+    such values."""
+    if not coef.is_floating_point():
+        return coef
+    if not _dense(coef).is_contiguous():
+        coef, owned = coef.contiguous(), True
+    tiny = torch.finfo(coef.dtype).tiny
+    flat = _dense(coef).view(-1)
+    for start in range(0, flat.numel(), chunk):
+        part = flat[start:start + chunk]
+        small = part.abs() < tiny
+        if bool((small & ((part != 0) | part.signbit())).any()):
+            if not owned:
+                coef, owned = coef.clone(memory_format=torch.preserve_format), True
+                flat = _dense(coef).view(-1)
+                part = flat[start:start + chunk]
+            part.masked_fill_(small, 0.0)
+    return coef
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t`` with its axes in memory order (largest stride first): contiguous when ``t`` is a permutation of a
+    contiguous tensor (e.g. channel-last)."""
+    return t.permute(sorted(range(t.dim()), key=lambda d: -t.stride(d)))
 
 
 class Interpolator:
@@ -102,11 +146,10 @@ class Interpolator:
         self.device = torch.device(device) if device is not None else image.data.device
         self.dtype = dtype
         data = image.data.to(self.device)
-        coef = bspline_coefficients(data, order, dtype) if order >= 2 else data
+        coef = bspline_coefficients(data, order, dtype) if order >= 2 else data.to(dtype)
         self.channels = data.shape[0]
-        coef = coef.to(dtype)
         # subnormal values (e.g. exp() of large negative numbers in MIND) make arithmetic ~100x slower
-        coef = torch.where(coef.abs() < torch.finfo(dtype).tiny, torch.zeros_like(coef), coef)
+        coef = flush_subnormals(coef, owned=coef.data_ptr() != image.data.data_ptr())
         self.table = compute.ImageTable(coef.reshape(self.channels, -1), self.grid, order, self.default,
                                         mirror_linear)
 

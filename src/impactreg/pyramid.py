@@ -111,6 +111,10 @@ class ImagePyramid:
     def level(self, l: int) -> Image:
         raise NotImplementedError
 
+    def level_grid(self, l: int):
+        """The grid of ``level(l)``, without computing the level."""
+        raise NotImplementedError
+
 
 class SmoothingImagePyramid(ImagePyramid):
     """Gaussian sigma = 0.5 * factor * spacing, no downsampling (every level smoothed; factor 0: none)."""
@@ -119,6 +123,9 @@ class SmoothingImagePyramid(ImagePyramid):
 
     def level(self, l: int) -> Image:
         return gaussian_smooth(self.image, 0.5 * self.factors[l] * self.image.grid.spacing)
+
+    def level_grid(self, l: int):
+        return self.image.grid
 
 
 MAXIMUM_ERROR = 0.1  # ITK's MultiResolutionPyramidImageFilter: the Gaussian kernel's tail mass left out
@@ -221,6 +228,10 @@ class RecursiveImagePyramid(ImagePyramid):
         smoothed = discrete_gaussian(image, np.where(factors != 1, (0.5 * factors) ** 2, 0.0))
         return resample_to_grid(smoothed, image.grid.shrunk(factors, centred=True))
 
+    def level_grid(self, l: int):
+        f = self.factors[l]
+        return self.image.grid if np.all(f == 1) and l == self.levels - 1 else self.image.grid.shrunk(f, centred=True)
+
 
 class ShrinkingImagePyramid(ImagePyramid):
     """Shrinking only: ITK's ShrinkImageFilter on the image by each level's factors (whole numbers, as ITK's
@@ -229,6 +240,9 @@ class ShrinkingImagePyramid(ImagePyramid):
     def level(self, l: int) -> Image:
         factors = np.maximum(1, np.floor(self.factors[l])).astype(np.int64)
         return self.image if np.all(factors == 1) else itk_shrink(self.image, factors)
+
+    def level_grid(self, l: int):
+        return self.image.grid.shrunk(self.factors[l], centred=True)
 
 
 class GenericImagePyramid(ImagePyramid):
@@ -276,3 +290,7 @@ class GenericImagePyramid(ImagePyramid):
         sigma, r = self.sigmas[l], self.rescale[l]
         smoothed = gaussian_smooth(self.image, sigma) if np.any(sigma > 0) else self.image
         return smoothed if np.all(r == 1) else resample_to_grid(smoothed, self.image.grid.shrunk(r, centred=False))
+
+    def level_grid(self, l: int):
+        r = self.rescale[l]
+        return self.image.grid if np.all(r == 1) else self.image.grid.shrunk(r, centred=False)

@@ -30,7 +30,15 @@ class ImageSampler:
         self.generator = generator
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
-        voxels = torch.ones(grid.shape, dtype=torch.bool) if mask is None else mask.to("cpu").bool()
+        if mask is None:
+            self._candidates = None if kind in ("Random", "RandomCoordinate") else self._grid_voxels(grid_spacing, grid_start)
+            self._count = grid.num_voxels if self._candidates is None else self._candidates.numel()
+            if self._candidates is not None:
+                self._candidates = self._candidates.to(self.device)
+            if self._count == 0:
+                raise ImageError("the sample grid has no voxel at this resolution; use a smaller SampleGridSpacing")
+            return
+        voxels = mask.to("cpu").bool()
         if kind == "Grid":
             step = np.broadcast_to(np.asarray(grid_spacing, dtype=int), (grid.dim,))
             keep = torch.zeros_like(voxels)
@@ -42,6 +50,21 @@ class ImageSampler:
             raise ImageError("the fixed mask is empty at this resolution: no voxel to sample; check the mask "
                              "(it must overlap the fixed image and have non-zero voxels)")
         self._candidates = flat.to(self.device)
+        self._count = flat.numel()
+
+    def _grid_voxels(self, grid_spacing, grid_start) -> torch.Tensor:
+        """Flat indices (x fastest, ascending) of every voxel (Full) or of the sample grid (Grid), made
+        without a voxel-sized mask (a random sampler without a mask lists no voxels: any voxel is a candidate)."""
+        dim = self.grid.dim
+        step = np.broadcast_to(np.asarray(grid_spacing if self.kind == "Grid" else (1,), dtype=int), (dim,))
+        start = np.broadcast_to(np.asarray(grid_start if self.kind == "Grid" else (0,), dtype=int), (dim,))
+        flat = torch.zeros((), dtype=torch.int64)
+        stride = 1
+        for axis in range(dim):  # x first; x varies fastest in the flat index
+            along = torch.arange(int(start[axis]), self.grid.size[axis], int(step[axis]), dtype=torch.int64) * stride
+            flat = (flat.unsqueeze(-1) + along) if axis == 0 else (along.reshape(-1, *([1] * flat.dim())) + flat)
+            stride *= self.grid.size[axis]
+        return flat.reshape(-1)
 
     def sample(self, n: int | None = None) -> torch.Tensor:
         """World points (N, D) of this draw."""
@@ -50,8 +73,9 @@ class ImageSampler:
         n = self.n if n is None else n
         if self.kind == "RandomCoordinate":
             return self._random_coordinates(n)
-        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
-        return compute.voxel_world_points(self.grid, self._candidates[pick], None, self.dtype)
+        pick = torch.randint(0, self._count, (n,), generator=self.generator, device="cpu").to(self.device)
+        return compute.voxel_world_points(self.grid, pick if self._candidates is None else self._candidates[pick], None,
+                                          self.dtype)
 
     def _random_coordinates(self, n: int) -> torch.Tensor:
         """Continuous positions between the outermost voxel centres, as elastix draws them: uniform
@@ -60,13 +84,13 @@ class ImageSampler:
         dim = self.grid.dim
         last = torch.tensor(self.grid.size, dtype=self.dtype) - 1
         jitter = torch.rand((n, dim), generator=self.generator, dtype=self.dtype, device="cpu")
-        if self._candidates.numel() == self.grid.num_voxels:  # no mask: uniform in [0, size - 1] per axis
+        if self._count == self.grid.num_voxels:  # no mask: uniform in [0, size - 1] per axis
             position = jitter * last
             index = torch.round(position)
             strides = torch.tensor(self.grid.strides, dtype=torch.int64)
             flat = (index.to(torch.int64) * strides).sum(1).to(self.device)
             return compute.voxel_world_points(self.grid, flat, position - index, self.dtype)
-        pick = torch.randint(0, self._candidates.numel(), (n,), generator=self.generator, device="cpu").to(self.device)
+        pick = torch.randint(0, self._count, (n,), generator=self.generator, device="cpu").to(self.device)
         flat = self._candidates[pick]
         index = self.grid.unravel(flat.to("cpu")).to(self.dtype)
         jitter = (index + jitter - 0.5).clamp(torch.zeros_like(last), last) - index

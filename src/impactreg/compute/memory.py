@@ -1,16 +1,22 @@
-"""The memory budget of a registration: how many bytes its batched and tiled work may use at once.
+"""The memory budget of a registration.
 
-``--memory-limit`` (``memory_limit=`` of ``register``) sets it ("4G", "800M", "1.5GiB", bytes);
-the default is a safe share of what the machine has free now: /proc/meminfo MemAvailable, capped
-by a cgroup (v2 or v1) limit when one is set, and on CUDA the device's free memory. Consumers
-(IMPACT's model passes, Static feature maps) size batches and tiles with ``MemoryBudget.items``,
-run them through ``halving``, which halves the batch on out-of-memory and retries, and raise one
-clear line when even one item cannot fit.
+``--memory-limit`` (``memory_limit=`` of ``register``) bounds the whole process: its peak resident
+set, images, pyramids, interpolators and feature maps included ("4G", "800M", "1.5GiB", bytes).
+Without it the process may take what it holds when the registration starts plus a safe share of
+what the machine has free: /proc/meminfo MemAvailable, capped by a cgroup (v2 or v1) limit when
+one is set. Such a budget (``process=True``) leaves its batched and tiled work ``room()``: the
+limit less the process's resident set now. A budget of ``process=False`` is working memory alone
+(on CUDA: the device's, at most its free memory). Consumers (IMPACT's model passes, Static feature
+maps) size batches and tiles with ``MemoryBudget.items``, run them through ``halving``, which
+halves the batch on out-of-memory and retries, and raise one clear line when even one item
+cannot fit.
 """
 from __future__ import annotations
 
+import ctypes
 import logging
 import re
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -75,6 +81,72 @@ def _cgroup_free() -> int | None:
     return None
 
 
+def _release_freed() -> None:
+    """Hand the C heap's free pages back to the system (glibc's malloc_trim), so that the resident set
+    counts what is in use; a no-op elsewhere."""
+    global _TRIM
+    if _TRIM is None:
+        try:
+            _TRIM = ctypes.CDLL("libc.so.6").malloc_trim
+        except (OSError, AttributeError):
+            _TRIM = False
+    if _TRIM:
+        _TRIM(0)
+
+
+_TRIM = None
+
+
+def resident_bytes() -> int:
+    """This process's resident set size now (VmRSS, after freed heap pages are handed back; 0 where /proc
+    is missing)."""
+    _release_freed()
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def _vm_rss() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return 0
+
+
+def peak_rise(run: Callable[[], object], interval: float = 0.001) -> int | None:
+    """Bytes the resident set rose above its level before ``run()`` while it ran, sampled every ``interval``
+    seconds by a thread (the process's own peak, VmHWM, is left alone); None where /proc is missing."""
+    before = resident_bytes()
+    if not before:
+        run()
+        return None
+    peak = [before]
+    done = threading.Event()
+
+    def watch():
+        while not done.is_set():
+            peak[0] = max(peak[0], _vm_rss())
+            done.wait(interval)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        run()
+    finally:
+        peak[0] = max(peak[0], _vm_rss())
+        done.set()
+        watcher.join()
+    return max(0, peak[0] - before)
+
+
 def available_bytes(device: torch.device | str = "cpu") -> int:
     """Memory free now for this process: host (MemAvailable, cgroup), or the CUDA device's free memory."""
     device = torch.device(device)
@@ -87,10 +159,21 @@ def available_bytes(device: torch.device | str = "cpu") -> int:
 
 @dataclass(frozen=True)
 class MemoryBudget:
-    """Bytes the batched and tiled work of one registration may hold at once (on top of its images)."""
+    """Bytes one registration may hold: the whole process (``process``), or its batched and tiled work."""
 
     bytes: int
     explicit: bool = False  # given by the user (--memory-limit), not the default share
+    process: bool = False  # ``bytes`` bounds the process's resident set, not only the work sized to it
+
+    @classmethod
+    def for_process(cls, limit=None) -> "MemoryBudget":
+        """The whole process's budget: ``limit`` (--memory-limit), else what the process holds now plus
+        DEFAULT_SHARE of the memory available."""
+        if isinstance(limit, MemoryBudget):
+            return limit
+        if limit is not None:
+            return cls(parse_memory(limit), True, True)
+        return cls(resident_bytes() + max(int(DEFAULT_SHARE * available_bytes("cpu")), 2 ** 28), False, True)
 
     @classmethod
     def resolve(cls, limit=None, device: torch.device | str = "cpu") -> "MemoryBudget":
@@ -107,15 +190,29 @@ class MemoryBudget:
     def on(self, device: torch.device | str) -> "MemoryBudget":
         """This budget for work on ``device``: a default budget shrinks to the GPU's free memory."""
         device = torch.device(device)
-        if self.explicit or device.type != "cuda":
+        if device.type != "cuda":
             return self
-        return MemoryBudget(min(self.bytes, int(CUDA_SHARE * available_bytes(device))))
+        if self.explicit:
+            return MemoryBudget(self.bytes, True)
+        return MemoryBudget(min(self.room(), int(CUDA_SHARE * available_bytes(device))))
+
+    def room(self) -> int:
+        """Bytes that work may still take now: the budget, less the process's resident set when it bounds the
+        whole process."""
+        return self.bytes - resident_bytes() if self.process else self.bytes
 
     def items(self, bytes_per_item: float, reserved: float = 0.0, most: int | None = None) -> int:
-        """How many items of ``bytes_per_item`` fit beside ``reserved`` bytes (0 when not even one)."""
-        room = self.bytes - reserved
+        """How many items of ``bytes_per_item`` fit in ``room()`` beside ``reserved`` bytes (0 when not even one)."""
+        room = self.room() - reserved
         n = int(room // max(bytes_per_item, 1.0)) if room > 0 else 0
         return n if most is None else min(n, most)
+
+    def describe(self) -> str:
+        """The budget for a message: its size, and for a process budget what is left of it now."""
+        if not self.process:
+            return f"the memory budget is {self}"
+        what = "--memory-limit" if self.explicit else "the default memory limit"
+        return f"{format_bytes(max(self.room(), 0))} of {what} {self} is left (the process holds {format_bytes(resident_bytes())})"
 
     def __str__(self) -> str:
         return format_bytes(self.bytes)

@@ -24,6 +24,9 @@ class ImageTable:
     """
 
     def __init__(self, coef: torch.Tensor, grid: Grid, order: int, default: float, mirror_linear: bool = False):
+        if coef.device.type == "cpu" and coef.shape[0] > 1 and coef.is_contiguous():
+            # held channel-last, as the compiled kernel reads it (``coef`` a (C, V) view): one copy, not two
+            coef = coef.T.contiguous().T
         self.coef, self.grid, self.order, self.default = coef, grid, order, float(default)
         self.mirror_linear = bool(mirror_linear)
         self.channels = coef.shape[0]

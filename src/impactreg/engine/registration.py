@@ -31,6 +31,7 @@ from ..transforms import CombinationTransform, Transform
 from ..transforms.components import warn_if_reflection
 from .build import StageComponents, build_stage, make_sampler
 from .cost import Cost, TooFewSamples
+from .footprint import check_fits, check_inputs_fit
 from .inputs import as_image, check_overlap, corresponding_points, mask_tensor, read_initial_transform, without_direction
 from .outputs import IterationInfo, OutputFolder, transform_file_chain
 
@@ -224,6 +225,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         bar.close()
     result.iterations = k
     result.seconds = time.perf_counter() - start
+    level = context = None  # the optimiser may keep ``setup``: its closures must not keep this level's images alive
+    exact_samples.clear()
     return result
 
 
@@ -269,6 +272,10 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         results.append(_run_level(index, level, scales, spacings, components.optimizer, run, rows))
         optimised = level.transform
         transform.end_level(optimised.current if isinstance(optimised, CombinationTransform) else optimised)
+        for metric in components.metrics:
+            metric.end_level()
+        # this level's images, interpolators and feature maps go before the next level builds its own
+        level = context = cost = sampler = fixed_l = moving_l = fmask = mmask = optimised = None
     current = transform.current
     warn_if_reflection(index, current)
     final = current if initial is None else CombinationTransform(initial, current, how)
@@ -307,7 +314,8 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     Images may be paths, ``Image``s or arrays. Returns the transform mapping fixed-space points to
     moving-space points. With ``out_dir``: TransformParameters.<i>.txt, result.<i>.<ext>,
     IterationInfo.<i>.R<level>.txt (when asked for) and impactreg.log, written only on success.
-    ``memory_limit`` ("4G", "800M", bytes) bounds batched and tiled work; default a safe share of free memory.
+    ``memory_limit`` ("4G", "800M", bytes) bounds the process's peak resident set (images included); a
+    configuration that cannot fit is refused before the work; default: a safe share of free memory.
     Keys elastix would ignore (unknown ones, those of components a map does not use) are listed in one
     warning line per map; ``strict=True`` makes them an error.
     ``fixed_points``/``moving_points`` (elastix's -fp/-mp: point files, PointSets or (N, D) arrays in mm)
@@ -317,11 +325,13 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     device_given = device is not None
     device = torch_device(device)
     use_threads(threads)
-    budget = MemoryBudget.resolve(memory_limit)  # host memory; GPU work narrows it with budget.on(device)
+    budget = MemoryBudget.for_process(memory_limit)  # the whole process; GPU work narrows it with budget.on(device)
     maps = load_parameter_maps(parameter_maps, strict)
     for pm in maps:
         if strict:
             pm.warn_ignored(strict)  # refuses before any work
+    check_inputs_fit({"fixed image": fixed, "moving image": moving, "fixed mask": fixed_mask, "moving mask": moving_mask},
+                     budget)
     fixed_image = as_image(fixed, "fixed image", required=True)
     moving_image = as_image(moving, "moving image", required=True)
     if fixed_image.dim != moving_image.dim:
@@ -341,6 +351,7 @@ def register(fixed, moving, parameter_maps, *, fixed_mask=None, moving_mask=None
     landmarks = corresponding_points(fixed_points, moving_points, fixed_image, moving_image)
     if not any(pm.get("AutomaticTransformInitialization") for pm in maps[:1]):
         check_overlap(fixed_image, moving_image, initial)
+    check_fits(maps, fixed_image, moving_image, fmask, mmask, budget)
     seed = resolve_seed(maps, seed)
     run = Run(torch.Generator().manual_seed(int(seed)), device, list(callbacks), progress, budget, *landmarks,
               device_given=device_given)

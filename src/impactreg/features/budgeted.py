@@ -70,15 +70,15 @@ def run_within_budget(extractor: FeatureExtractor, data: torch.Tensor, stats, di
     shapes = layer_strides(extractor, data, stats, direction, layers, nb_layers)
     out_shapes = [tuple(math.ceil(n / k) for n, k in zip(spatial, stride)) for _, stride in shapes]
     maps_bytes = sum(4 * c * math.prod(s) for (c, _), s in zip(shapes, out_shapes))
-    if maps_bytes > budget.bytes:
+    room = budget.room() - maps_bytes
+    if room < 0:
         channels = "+".join(str(c) for c, _ in shapes)
         size = "x".join(str(n) for n in reversed(spatial))
         where = f" at voxel size {' '.join(f'{v:g}' for v in voxel_size)} mm" if voxel_size is not None else ""
         raise MemoryLimitError(
             f"IMPACT feature maps of model {extractor.name}{where} ({channels} channels on {size} voxels) need "
-            f"{format_bytes(maps_bytes)} but the memory budget is {budget}; use a larger ImpactVoxelSize, fewer layers "
+            f"{format_bytes(maps_bytes)} but {budget.describe()}; use a larger ImpactVoxelSize, fewer layers "
             f"in ImpactLayersMask or a larger --memory-limit")
-    room = budget.bytes - maps_bytes
     per_voxel = extractor.bytes_per_item((1,) * len(spatial), [(c, (1,) * len(spatial)) for c, _ in shapes])
     if per_voxel * math.prod(spatial) <= room:
         try:
@@ -104,7 +104,7 @@ def run_within_budget(extractor: FeatureExtractor, data: torch.Tensor, stats, di
                 raise MemoryLimitError(
                     f"IMPACT feature maps of model {extractor.name}: even a tile of "
                     f"{'x'.join(str(c + 2 * m) for c, m in zip(reversed(core), reversed(margin)))} voxels does not fit "
-                    f"in the memory budget of {budget}; use a larger ImpactVoxelSize or a larger --memory-limit") from None
+                    f"in the memory left ({budget.describe()}); use a larger ImpactVoxelSize or a larger --memory-limit") from None
             core[axis] = max(largest[axis], core[axis] // 2 // largest[axis] * largest[axis])
             log.info("out of memory in a feature-map tile; cores now %s voxels", core)
 

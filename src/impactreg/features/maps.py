@@ -28,7 +28,7 @@ from ..errors import ModelError
 from ..filters import erode, resample_to_grid
 from ..geometry import Grid, sizes_along
 from ..image import Image
-from ..interpolation import Interpolator, Samples
+from ..interpolation import Interpolator, Samples, flush_subnormals
 from .catalog import DEFAULT_HALF_WIDTH, catalogued_half_widths, find_model, orientation_direction
 from .extractor import FeatureExtractor
 from .inference import feature_maps
@@ -78,6 +78,10 @@ class FeatureSampler:
     def __init__(self, feature_map: FeatureMap, order: int, device=None):
         self.grid = feature_map.grid
         self.channels = feature_map.channels
+        # in the map itself, channel-last as the compiled kernel reads it: the interpolator then needs no copy of it
+        flush_subnormals(feature_map.values, owned=True)
+        if feature_map.values.device.type == "cpu" and feature_map.channels > 1:
+            feature_map.values = feature_map.values.movedim(0, -1).contiguous().movedim(-1, 0)
         self.values = Interpolator(feature_map.image, order=order, device=device)
         validity = Image(feature_map.valid.to(torch.float32)[None], feature_map.grid, "float32")
         self.validity = Interpolator(validity, order=1, device=device)
@@ -111,7 +115,7 @@ def feature_grid(image_grid: Grid, direction: np.ndarray, voxel_size) -> Grid:
     return image_grid.with_voxel_size(v, direction)
 
 
-CHUNK = 1 << 20  # voxels whose validity is computed at once
+CHUNK = 1 << 18  # voxels whose validity is computed at once (about 24 MB of float64 points)
 
 
 def input_validity(image_grid: Grid, mask: Image | None, grid: Grid) -> torch.Tensor:

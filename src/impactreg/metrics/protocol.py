@@ -6,6 +6,7 @@ Every metric and penalty is a component (installed by its elastix name in ``comp
     value, gradient, valid = metric.value_and_gradient(transform, samples)
     metric.end_iteration(iteration)                  # after the optimiser's step of that iteration; True when
                                                      # the metric now gives other values for the same inputs
+    metric.end_level()                               # drop what begin_level built (images, interpolators, maps)
 
 ``value`` is a float (lower is better), ``gradient`` d value / d transform parameters (P,) in
 float64, ``valid`` the number of samples that counted. The engine's cost is the weighted sum of
@@ -109,6 +110,10 @@ class Metric:
         """After the optimiser's step; return True when values at the same parameters and samples change
         from now on (e.g. refreshed feature maps), so that earlier evaluations are not reused."""
 
+    def end_level(self) -> None:
+        """The level is over: drop what ``begin_level`` built that is as large as the images (interpolators,
+        feature maps), so that the next level's do not come on top of them."""
+
 
 class IntensityMetric(Metric):
     """A metric of fixed and moving intensities at the samples. Subclasses give the value and
@@ -124,6 +129,9 @@ class IntensityMetric(Metric):
 
     def configure(self, context: LevelContext) -> None:
         """Read this metric's keys for the level."""
+
+    def end_level(self) -> None:
+        self.moving_interpolator = self.moving_mask = None
 
     def value_and_derivative(self, f: torch.Tensor, m: torch.Tensor):
         raise NotImplementedError

@@ -18,7 +18,7 @@ import math
 
 import torch
 
-from ...compute.memory import format_bytes, halving, is_out_of_memory
+from ...compute.memory import format_bytes, halving, is_out_of_memory, peak_rise
 from ...errors import ImageError, MemoryLimitError
 from ...interpolation import Interpolator
 from ..distances import DISTANCES
@@ -27,6 +27,7 @@ from .features import anti_alias, check_layers_mask, output_layers
 from .level import ImpactInputs
 
 POINT_BYTES = 320  # per patch point: its position, mapped position, samples, gradients and masks
+PROBE_PATCHES = 64  # patches of the batch whose measured peak sizes the batches (when memory is short)
 
 
 def patch_offsets(settings: ModelSettings, direction) -> torch.Tensor:
@@ -74,6 +75,7 @@ class JacobianMode:
                                for s in config.moving]
         self.offsets = [patch_offsets(s, x.fixed.grid.direction).to(x.device, torch.float32) for s in config.fixed]
         self.patch_bytes = []  # estimated peak bytes per patch through both models and the geometry
+        self.probed: set[int] = set()  # models whose patch bytes were measured on a batch
         for s_f, s_m, mf, mm in zip(config.fixed, config.moving, x.fixed_models, x.moving_models):
             per_patch = POINT_BYTES * math.prod(s_f.patch_size)
             for model, s, backward in ((mf, s_f, False), (mm, s_m, True)):
@@ -122,7 +124,7 @@ class JacobianMode:
         patch = "x".join(str(v) for v in s.patch_size)
         return MemoryLimitError(
             f"IMPACT Jacobian mode: one {patch} patch of model {x.moving_models[k].name} needs about "
-            f"{format_bytes(self.patch_bytes[k])} but the memory budget is {x.budget}; use a smaller ImpactPatchSize, "
+            f"{format_bytes(self.patch_bytes[k])} but {x.budget.describe()}; use a smaller ImpactPatchSize, "
             f"fewer NumberOfSpatialSamples or a larger --memory-limit")
 
     def end_iteration(self, iteration: int) -> None:
@@ -137,6 +139,7 @@ class JacobianMode:
             rotations = self._rotations(k, points)
             subsets: dict = {}
             n = points.shape[0]
+            self._probe(k, transform, points, rotations)
             batch = x.budget.items(self.patch_bytes[k])
             if batch < 1:
                 raise self.too_large(k)
@@ -156,6 +159,23 @@ class JacobianMode:
                 total += value
                 grad = grad + gradient
         return total, grad, valid_count
+
+    def _probe(self, k: int, transform, points: torch.Tensor, rotations) -> None:
+        """With a process budget (the resident set is what it bounds), when all patches might not fit in a
+        quarter of the room left, measure the peak of one small batch
+        through both passes once per level and size the batches by it where it exceeds the estimate
+        (models can hold far more than their layers' sizes suggest). The random generator is left as it was."""
+        x = self.inputs
+        if not x.budget.process or k in self.probed or points.shape[0] * self.patch_bytes[k] <= x.budget.room() / 4:
+            return
+        self.probed.add(k)
+        n = min(points.shape[0], PROBE_PATCHES)
+        state = x.generator.get_state()
+        rise = peak_rise(lambda: self._batched(k, transform, points[:n], None if rotations is None else rotations[:n],
+                                               {}, n))
+        x.generator.set_state(state)
+        if rise is not None and rise / n > self.patch_bytes[k]:
+            self.patch_bytes[k] = int(rise / n)
 
     def _one_batch(self, k, transform, points, rotations, subsets):
         """(value, gradient or None, kept samples) of model k with every patch in one batch."""
@@ -217,8 +237,9 @@ class JacobianMode:
                 f_out = fmodel(fixed.to(x.model_device).reshape(-1, 1, *shape), x.fixed_stats, x.fixed_direction,
                                len(settings.layers_mask))
                 m_out = mmodel(moving, x.moving_stats, x.moving_direction, len(config.moving[k].layers_mask))
-                f_centre = [centre_features(f_out[lf]).float() for lf, _ in pairs]
-                m_centre = [centre_features(m_out[lm]).float() for _, lm in pairs]
+                # copies: a view of the centre would keep every patch's whole output alive until the end
+                f_centre = [centre_features(f_out[lf]).float().clone() for lf, _ in pairs]
+                m_centre = [centre_features(m_out[lm]).float().clone() for _, lm in pairs]
             f_parts.append(f_centre)
             m_parts.append(m_centre)
             keeps.append(keep)

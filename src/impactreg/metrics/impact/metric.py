@@ -49,3 +49,6 @@ class ImpactMetric(Metric):
 
     def end_iteration(self, iteration: int) -> bool | None:
         return self.mode.end_iteration(iteration)
+
+    def end_level(self) -> None:
+        self.mode = None
