@@ -31,7 +31,7 @@ class ImageSampler:
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
         if mask is None:
-            self._candidates = None if kind in ("Random", "RandomCoordinate") else self._grid_voxels(grid_spacing, grid_start)
+            self._candidates = None if kind in ("Random", "RandomCoordinate") else self._grid_voxels(grid_spacing)
             self._count = grid.num_voxels if self._candidates is None else self._candidates.numel()
             if self._candidates is not None:
                 self._candidates = self._candidates.to(self.device)
@@ -52,12 +52,12 @@ class ImageSampler:
         self._candidates = flat.to(self.device)
         self._count = flat.numel()
 
-    def _grid_voxels(self, grid_spacing, grid_start) -> torch.Tensor:
+    def _grid_voxels(self, grid_spacing) -> torch.Tensor:
         """Flat indices (x fastest, ascending) of every voxel (Full) or of the sample grid (Grid), made
         without a voxel-sized mask (a random sampler without a mask lists no voxels: any voxel is a candidate)."""
         dim = self.grid.dim
         step = np.broadcast_to(np.asarray(grid_spacing if self.kind == "Grid" else (1,), dtype=int), (dim,))
-        start = np.broadcast_to(np.asarray(grid_start if self.kind == "Grid" else (0,), dtype=int), (dim,))
+        start = _centred_start(np.zeros(dim, dtype=int), np.asarray(self.grid.size), step)
         flat = torch.zeros((), dtype=torch.int64)
         stride = 1
         for axis in range(dim):  # x first; x varies fastest in the flat index
@@ -104,7 +104,12 @@ def _grid_start(voxels: torch.Tensor, step: np.ndarray) -> np.ndarray:
     if where.numel() == 0:
         return np.zeros(len(step), dtype=int)
     where = where.numpy()[:, ::-1]  # x-y-z order
-    lo, size = where.min(axis=0), where.max(axis=0) - where.min(axis=0) + 1
+    lo = where.min(axis=0)
+    return _centred_start(lo, where.max(axis=0) - lo + 1, step)
+
+
+def _centred_start(lo: np.ndarray, size: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """First index per axis of a grid of ``step`` centred on the box [lo, lo + size)."""
     count = 1 + (size - 1) // step
     return lo + (size - ((count - 1) * step + 1)) // 2
 
