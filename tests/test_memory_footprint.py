@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from impactreg.cli import main
-from impactreg.compute.memory import MemoryBudget, resident_bytes
+from impactreg.compute.memory import MemoryBudget, format_bytes, parse_memory, resident_bytes
 from impactreg.engine.footprint import stage_needs
 from impactreg.errors import MemoryLimitError
 from impactreg.geometry import Grid
@@ -58,7 +58,8 @@ def test_a_registration_that_cannot_fit_is_refused_before_any_work(tmp_path, cap
     err = capsys.readouterr().err.strip()
     assert code == 2 and "\n" not in err
     assert "stage 0 level 0 needs about" in err and "IMPACT feature maps of MIND/R1D2" in err
-    assert f"--memory-limit is {limit[:-1]}" in err and "a --memory-limit of at least" in err and "ImpactVoxelSize" in err
+    shown = format_bytes(parse_memory(limit))
+    assert f"--memory-limit is {shown}" in err and "a --memory-limit of at least" in err and "ImpactVoxelSize" in err
     assert not out.exists()  # refused before the output folder was made
 
 

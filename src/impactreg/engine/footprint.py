@@ -60,12 +60,13 @@ def _resampling(pyramid) -> bool:
     return type(pyramid).__name__ != "SmoothingImagePyramid"
 
 
-def _static_maps(config, view: LevelView, fixed: Image, moving: Image) -> int | None:
+def _static_maps(config, view: LevelView, fixed: Image, moving: Image) -> tuple[int, int] | None:
     """Bytes of IMPACT Static's feature maps of both images at a level (values, B-spline coefficients,
-    validity), or None when a model's channels are not catalogued (they are checked when the level starts)."""
+    validity) and of the largest one map (copied once into the kernel's channel-last layout), or None when
+    a model's channels are not catalogued (they are checked when the level starts)."""
     order = feature_map_order(view)
     copies = 2 if order >= 2 else 1
-    total = 0
+    total = largest = 0
     for image, models in ((fixed, config.fixed), (moving, config.moving)):
         for s in models:
             info = find_model(s.path)
@@ -80,8 +81,9 @@ def _static_maps(config, view: LevelView, fixed: Image, moving: Image) -> int | 
                     channels, stride = (12 if s.dimension == 3 else 4), 1
                 out = math.prod(math.ceil(n / stride) for n in grid.size)
                 total += out * FLOAT * (channels * copies + 1) + out
+                largest = max(largest, out * FLOAT * channels)
             total += voxels * FLOAT * 2  # the image resampled to the voxel size, and its validity
-    return total
+    return total, largest
 
 
 def stage_needs(index: int, pm: ParameterMap, fixed: Image, moving: Image, fixed_mask, moving_mask) -> list[Need]:
@@ -111,10 +113,11 @@ def stage_needs(index: int, pm: ParameterMap, fixed: Image, moving: Image, fixed
             config = impact_level(pm, level, fixed.dim, torch.device("cpu"))
             if config.mode == "Static":
                 maps = _static_maps(config, view, fixed, moving)
+                transient = max(transient, 2 * max(f, m))  # the anti-aliased image and its prefilter copy
                 if maps is not None:
                     names = ", ".join(dict.fromkeys(m.path for m in config.fixed + config.moving))
-                    parts[f"IMPACT feature maps of {names}"] = maps
-                transient = max(transient, 2 * max(f, m))  # the anti-aliased image and its prefilter copy
+                    parts[f"IMPACT feature maps of {names}"] = maps[0]
+                    transient = max(transient, maps[1])
             else:
                 parts["IMPACT patch images"] = f + m
         parts["largest transient"] = transient
