@@ -91,7 +91,8 @@ def _build_parser() -> argparse.ArgumentParser:
                     help="--cluster: an extra scheduler directive, e.g. --job-directive=--gres=gpu:1 (repeatable)")
     bt.add_argument("--job-script", action="store_true", help="--cluster: print one worker job's script and exit")
     bt.add_argument("--seed", type=int, help="random seed for every pair (overrides RandomSeed)")
-    bt.add_argument("--memory-limit", metavar="SIZE", help="memory for batched and tiled work per pair, e.g. 4G")
+    bt.add_argument("--memory-limit", metavar="SIZE",
+                    help="peak memory of each worker process while it registers a pair, e.g. 4G (as register's)")
     bt.add_argument("--no-qc", dest="qc", action="store_false", help="skip the per-pair QC pictures")
     bt.add_argument("--strict", action="store_true", help="refuse keys elastix would ignore, as register --strict")
     bt.add_argument("--ensemble", type=int, default=1, metavar="K",
