@@ -130,14 +130,11 @@ class AdaptiveStochasticGradientDescent:
         s = self.s
         self.last_gain = s.a / (s.A + self.time + 1.0) ** s.alpha
         new = params - self.last_gain * grad
-        if k >= 1 and self.previous is not None:
-            if s.adaptive:
-                inner = -float((self.previous * grad).sum())  # below torch's parallel grain: no thread hand-off
-                self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
-            else:
-                self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)
-        elif k >= 1 and not s.adaptive:
-            self.time += 1.0
+        if not s.adaptive:  # elastix's UpdateCurrentTime: time += (fmax + fmin) / 2 after every step, the first too
+            self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)
+        elif k >= 1 and self.previous is not None:
+            inner = -float((self.previous * grad).sum())  # below torch's parallel grain: no thread hand-off
+            self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
         self.previous = grad.clone()
         return new
 
