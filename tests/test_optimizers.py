@@ -42,3 +42,17 @@ def test_sigmoid_passes_through_zero_and_asgd_time_adapts():
     assert opt.time == 0.0
     opt.step(p, torch.tensor([-1.0, 0.0], dtype=torch.float64), 2)  # reversal: time grows
     assert opt.time > 0.9
+
+
+def test_asgd_without_adaptive_steps_advances_time_after_every_step_as_elastix():
+    """elastix's UpdateCurrentTime without adaptive step sizes: time += (SigmoidMax + SigmoidMin) / 2 after each
+    step, the first included, so iteration 1 already uses a / (A + 0.1 + 1) with the default sigmoid."""
+    import pytest
+
+    opt = AdaptiveStochasticGradientDescent(ASGDSettings(a=80.0, A=20.0, alpha=1.0, fmax=1.0, fmin=-0.8, adaptive=False))
+    params, grad = torch.zeros(3, dtype=torch.float64), torch.ones(3, dtype=torch.float64)
+    gains = []
+    for k in range(3):
+        params = opt.step(params, grad, k)
+        gains.append(opt.last_gain)
+    assert gains == pytest.approx([80 / 21.0, 80 / 21.1, 80 / 21.2], rel=1e-12)  # elastix's trace: 3.809524 3.791469 3.773585

@@ -79,3 +79,21 @@ def test_grid_sample_spacing_per_level_and_axis_as_elastix_reads_it():
     assert spacing([4], 0, 3) == [4, 2, 2] and spacing([4], 1, 3) == [2, 2, 2]
     assert spacing([3, 5], 0, 2) == [3, 5] and spacing([3, 5], 1, 2) == [2, 2]
     assert spacing([3, 5], 0, 3) == [3, 5, 2]
+
+
+def test_samplers_without_a_mask_keep_to_the_fixed_image_region():
+    """elastix's fixed image region (start, size) bounds every sampler, with or without a voxel list."""
+    from impactreg.sampling import ImageSampler
+
+    grid = Grid((9, 8, 6), (1.0, 2.0, 3.0), (0.0, 0.0, 0.0), np.eye(3))
+    region = (np.array([1, 0, 2]), np.array([7, 8, 3]))
+    inside = lambda idx: ((idx >= region[0]) & (idx < region[0] + region[1])).all(axis=1)  # noqa: E731
+    for kind in ("Random", "RandomCoordinate", "Full", "Grid"):
+        sampler = ImageSampler(kind, grid, None, 3000, grid_spacing=(2,), generator=torch.Generator().manual_seed(1),
+                               region=region)
+        idx = grid.world_to_index(sampler.sample()).numpy()
+        assert inside(np.round(idx)).all(), kind
+        if kind == "Full":
+            assert len(idx) == 7 * 8 * 3
+        if kind == "Random":  # every voxel of the region is drawn
+            assert len({tuple(v) for v in np.round(idx).astype(int)}) == 7 * 8 * 3

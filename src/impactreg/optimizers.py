@@ -61,6 +61,7 @@ class LevelSetup:
     evaluate: Callable | None = None  # evaluate(scaled params) -> (value, scaled gradient) on this iteration's samples
     random_region: bool = False  # whether the sampler draws in a random sample region (UseRandomSampleRegion)
     fixed_mask: torch.Tensor | None = None  # this level's fixed mask (bool, torch order), where dT/dmu is measured
+    fixed_region: tuple | None = None  # elastix's fixed image region (start, size), x-y-z order; None: the whole image
 
 
 ITERATION_KEY = Key("MaximumNumberOfIterations", "int", 500, "iterations per level", per_level=True, minimum=0)
@@ -129,14 +130,11 @@ class AdaptiveStochasticGradientDescent:
         s = self.s
         self.last_gain = s.a / (s.A + self.time + 1.0) ** s.alpha
         new = params - self.last_gain * grad
-        if k >= 1 and self.previous is not None:
-            if s.adaptive:
-                inner = -float((self.previous * grad).sum())  # below torch's parallel grain: no thread hand-off
-                self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
-            else:
-                self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)
-        elif k >= 1 and not s.adaptive:
-            self.time += 1.0
+        if not s.adaptive:  # elastix's UpdateCurrentTime: time += (fmax + fmin) / 2 after every step, the first too
+            self.time = max(0.0, self.time + (s.fmax + s.fmin) / 2.0)
+        elif k >= 1 and self.previous is not None:
+            inner = -float((self.previous * grad).sum())  # below torch's parallel grain: no thread hand-off
+            self.time = max(0.0, self.time + sigmoid_time_step(inner, s.fmax, s.fmin, s.omega))
         self.previous = grad.clone()
         return new
 
@@ -161,7 +159,8 @@ class AdaptiveStochasticGradientDescent:
         # a random MAX_SPARSE_JACOBIAN_POINTS of a larger grid
         P = setup.transform.number_of_parameters
         n_jac = view.get("NumberOfJacobianMeasurements") if "NumberOfJacobianMeasurements" in view else max(1000, P)
-        jac_points = exact_gradient_sampler(setup.fixed_grid, setup.fixed_mask, n_jac, dtype=torch.float64).sample()
+        jac_points = exact_gradient_sampler(setup.fixed_grid, setup.fixed_mask, n_jac, dtype=torch.float64,
+                                            region=setup.fixed_region).sample()
         jacobian = setup.transform.to("cpu").parameter_jacobian(jac_points)
         if isinstance(jacobian, SparseJacobian) and jac_points.shape[0] > MAX_SPARSE_JACOBIAN_POINTS:
             pick = torch.randperm(jac_points.shape[0], generator=setup.generator)[:MAX_SPARSE_JACOBIAN_POINTS]

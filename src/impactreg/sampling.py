@@ -23,22 +23,30 @@ SAMPLERS = ("Full", "Grid", "Random", "RandomCoordinate")
 class ImageSampler:
     def __init__(self, kind: str, grid: Grid, mask: torch.Tensor | None = None, number_of_samples: int = 2000,
                  grid_spacing=(2,), generator: torch.Generator | None = None, device=None,
-                 dtype: torch.dtype = torch.float32):
+                 dtype: torch.dtype = torch.float32, region: tuple[np.ndarray, np.ndarray] | None = None):
+        """``region``: elastix's fixed image region (start, size), x-y-z order (see fixed_image_region), or None."""
         if kind not in SAMPLERS:
             raise ValueError(f"unknown sampler {kind}")
         self.kind, self.grid, self.n = kind, grid, int(number_of_samples)
         self.generator = generator
         self.device = torch.device(device or "cpu")
         self.dtype = dtype
-        if mask is None:
+        self.has_mask = mask is not None
+        self.region = region
+        if mask is None:  # no voxel-sized list or mask: random samplers draw over the box, Full/Grid enumerate it
+            lo, size = ((np.zeros(grid.dim, dtype=int), np.asarray(grid.size)) if region is None
+                        else (np.asarray(region[0], dtype=int), np.asarray(region[1], dtype=int)))
+            self._box = (lo, size)
             self._candidates = None if kind in ("Random", "RandomCoordinate") else self._grid_voxels(grid_spacing)
-            self._count = grid.num_voxels if self._candidates is None else self._candidates.numel()
+            self._count = int(np.prod(size)) if self._candidates is None else self._candidates.numel()
             if self._candidates is not None:
                 self._candidates = self._candidates.to(self.device)
             if self._count == 0:
                 raise ImageError("the sample grid has no voxel at this resolution; use a smaller SampleGridSpacing")
             return
         voxels = mask.to("cpu").bool()
+        if region is not None:
+            voxels = region_mask(grid, region, voxels)
         if kind == "Grid":
             step = np.broadcast_to(np.asarray(grid_spacing, dtype=int), (grid.dim,))
             keep = torch.zeros_like(voxels)
@@ -53,15 +61,17 @@ class ImageSampler:
         self._count = flat.numel()
 
     def _grid_voxels(self, grid_spacing) -> torch.Tensor:
-        """Flat indices (x fastest, ascending) of every voxel (Full) or of the sample grid (Grid), made
-        without a voxel-sized mask (a random sampler without a mask lists no voxels: any voxel is a candidate)."""
+        """Flat indices (x fastest, ascending) of every voxel (Full) or of the sample grid (Grid) of the box
+        (the image, or elastix's fixed image region), made without a voxel-sized mask."""
         dim = self.grid.dim
+        lo, size = self._box
         step = np.broadcast_to(np.asarray(grid_spacing if self.kind == "Grid" else (1,), dtype=int), (dim,))
-        start = _centred_start(np.zeros(dim, dtype=int), np.asarray(self.grid.size), step)
+        start = _centred_start(lo, size, step)
         flat = torch.zeros((), dtype=torch.int64)
         stride = 1
         for axis in range(dim):  # x first; x varies fastest in the flat index
-            along = torch.arange(int(start[axis]), self.grid.size[axis], int(step[axis]), dtype=torch.int64) * stride
+            stop = int(lo[axis] + size[axis])
+            along = torch.arange(int(start[axis]), stop, int(step[axis]), dtype=torch.int64) * stride
             flat = (flat.unsqueeze(-1) + along) if axis == 0 else (along.reshape(-1, *([1] * flat.dim())) + flat)
             stride *= self.grid.size[axis]
         return flat.reshape(-1)
@@ -73,9 +83,20 @@ class ImageSampler:
         n = self.n if n is None else n
         if self.kind == "RandomCoordinate":
             return self._random_coordinates(n)
-        pick = torch.randint(0, self._count, (n,), generator=self.generator, device="cpu").to(self.device)
-        return compute.voxel_world_points(self.grid, pick if self._candidates is None else self._candidates[pick], None,
-                                          self.dtype)
+        pick = torch.randint(0, self._count, (n,), generator=self.generator, device="cpu")
+        flat = self._box_flat(pick) if self._candidates is None else self._candidates[pick.to(self.device)]
+        return compute.voxel_world_points(self.grid, flat.to(self.device), None, self.dtype)
+
+    def _box_flat(self, pick: torch.Tensor) -> torch.Tensor:
+        """Image flat indices of positions ``pick`` counted in the box (x fastest)."""
+        lo, size = self._box
+        if self.region is None:
+            return pick
+        flat = torch.zeros_like(pick)
+        for axis in range(self.grid.dim):
+            flat += (pick % int(size[axis]) + int(lo[axis])) * self.grid.strides[axis]
+            pick = pick // int(size[axis])
+        return flat
 
     def _random_coordinates(self, n: int) -> torch.Tensor:
         """Continuous positions between the outermost voxel centres, as elastix draws them: uniform
@@ -84,8 +105,11 @@ class ImageSampler:
         dim = self.grid.dim
         last = torch.tensor(self.grid.size, dtype=self.dtype) - 1
         jitter = torch.rand((n, dim), generator=self.generator, dtype=self.dtype, device="cpu")
-        if self._count == self.grid.num_voxels:  # no mask: uniform in [0, size - 1] per axis
-            position = jitter * last
+        full = self.region is None and self._count == self.grid.num_voxels  # a mask of every voxel: as none
+        if not self.has_mask or full:  # uniform in [0, size - 1] per axis (elastix: its fixed image region's first to last)
+            low = torch.zeros_like(last) if self.region is None else torch.tensor(self.region[0], dtype=self.dtype)
+            high = last if self.region is None else low + torch.tensor(self.region[1], dtype=self.dtype) - 1
+            position = low + jitter * (high - low)
             index = torch.round(position)
             strides = torch.tensor(self.grid.strides, dtype=torch.int64)
             flat = (index.to(torch.int64) * strides).sum(1).to(self.device)
@@ -115,9 +139,13 @@ def _centred_start(lo: np.ndarray, size: np.ndarray, step: np.ndarray) -> np.nda
 
 
 def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samples: int, device=None,
-                           dtype: torch.dtype = torch.float32) -> ImageSampler:
+                           dtype: torch.dtype = torch.float32,
+                           region: tuple[np.ndarray, np.ndarray] | None = None) -> ImageSampler:
     """elastix's sampler for ASGD's 'exact' gradients: a grid over the bounding box of the fixed
-    mask (or the whole image) with the isotropic voxel step round((box voxels / N)^(1/D)), at least 1."""
+    mask (or the whole image) with the isotropic voxel step round((box voxels / N)^(1/D)), at least 1;
+    within elastix's fixed image region when it is not the whole image."""
+    if region is not None:
+        mask = region_mask(grid, region, mask)
     if mask is None:
         lo, size = np.zeros(grid.dim, dtype=int), np.asarray(grid.size)
     else:
@@ -125,7 +153,32 @@ def exact_gradient_sampler(grid: Grid, mask: torch.Tensor | None, number_of_samp
         lo = where.min(axis=0)
         size = where.max(axis=0) - lo + 1
     step = max(1, int(np.floor((np.prod(size.astype(np.float64)) / max(number_of_samples, 1)) ** (1.0 / grid.dim) + 0.5)))
-    return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype)
+    return ImageSampler("Grid", grid, mask, grid_spacing=(step,), device=device, dtype=dtype, region=region)
+
+
+def fixed_image_region(image_grid: Grid, level_grid: Grid) -> tuple[np.ndarray, np.ndarray] | None:
+    """elastix's fixed image region at a pyramid level (MultiResolutionImageRegistrationMethod2::PreparePyramids):
+    the image's first and last voxel centres as continuous indices of the level image, the start ceiled and the end
+    floored, in ITK's float64 arithmetic. (start, size) in x-y-z order, or None when it is the whole level image.
+    A float64 round trip can floor the last index one below (an image of 78 voxels of 2.732 mm keeps 77): elastix
+    then never samples that row, and neither does impactreg."""
+    last = np.asarray(image_grid.size, dtype=np.float64) - 1
+    ends = image_grid.index_to_world(np.stack([np.zeros_like(last), last]))
+    cindex = level_grid.world_to_index(ends)
+    size = np.asarray(level_grid.size)
+    start = np.clip(np.ceil(cindex[0]).astype(np.int64), 0, size - 1)
+    stop = np.clip(np.floor(cindex[1]).astype(np.int64), start, size - 1)
+    if np.all(start == 0) and np.all(stop == size - 1):
+        return None
+    return start, stop - start + 1
+
+
+def region_mask(grid: Grid, region: tuple[np.ndarray, np.ndarray], mask: torch.Tensor | None) -> torch.Tensor:
+    """``mask`` (or the whole image) restricted to the box ``region`` = (start, size), x-y-z order."""
+    start, size = region
+    box = torch.zeros(grid.shape, dtype=torch.bool)
+    box[tuple(slice(int(a), int(a + n)) for a, n in zip(reversed(start), reversed(size)))] = True
+    return box if mask is None else box & mask.to("cpu").bool()
 
 
 # the ImageSampler components ---------------------------------------------------------------------
@@ -158,9 +211,11 @@ class Sampler:
         """The ImageSampler draw this component makes (its own name unless it shares another's)."""
         return self.elastix_name
 
+    fixed_region = None  # elastix's fixed image region at this level (set by the engine; None: the whole image)
+
     def begin_level(self, view, grid: Grid, mask: torch.Tensor | None, generator, device, dtype) -> None:
         self.sampler = ImageSampler(self.kind, grid, mask, view.get("NumberOfSpatialSamples"),
-                                    self.grid_spacing(view, grid.dim), generator, device, dtype)
+                                    self.grid_spacing(view, grid.dim), generator, device, dtype, self.fixed_region)
         self.new_samples = False
         self.required_ratio = view.get("RequiredRatioOfValidSamples") if view.get("CheckNumberOfSamples") else 0.0
         self.attempts = view.get("MaximumNumberOfSamplingAttempts")

@@ -26,7 +26,7 @@ from ..keys import LevelView
 from ..metrics.protocol import LevelContext, Samples
 from ..optimizers import LevelSetup
 from ..parameters import ParameterMap, load_parameter_maps
-from ..sampling import exact_gradient_sampler
+from ..sampling import exact_gradient_sampler, fixed_image_region
 from ..transforms import CombinationTransform, Transform
 from ..transforms.components import warn_if_reflection
 from .build import StageComponents, build_stage, make_sampler
@@ -162,7 +162,8 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
         """The scaled gradient at scaled parameters: on ``exact`` grid samples, or (0) on a new draw."""
         if exact:
             if exact not in exact_samples:
-                sampler = exact_gradient_sampler(context.fixed.grid, context.fixed_mask, exact, context.device, COMPUTE)
+                sampler = exact_gradient_sampler(context.fixed.grid, context.fixed_mask, exact, context.device, COMPUTE,
+                                                 level.sampler.fixed_region)
                 exact_samples[exact] = level.samples_at(sampler.sample())
             _, _, _, g = level.value_and_gradient(ps / scales, exact_samples[exact], check=False)
         else:
@@ -180,7 +181,7 @@ def _run_level(stage: int, level: Level, scales: torch.Tensor, spacings: np.ndar
 
     setup = LevelSetup(level.transform, context.fixed.grid, scales, params_s, spacings, gradient,
                        level.sampler.new_samples, run.generator, evaluate, level.sampler.random_region,
-                       context.fixed_mask)
+                       context.fixed_mask, level.sampler.fixed_region)
     try:
         with level.sampler.estimating():
             settings = optimizer.begin_level(view, setup)  # ASGD's estimation evaluates gradients
@@ -257,6 +258,8 @@ def _run_stage(index: int, pm: ParameterMap, fixed, moving, fixed_mask, moving_m
         fmask, mmask = _level_masks(pm, view, components, fixed_mask, moving_mask, fixed_l, level_index)
         scales = transform.scales(current)
         sampler = make_sampler(view)
+        # elastix samples the fixed image (and measures ASGD's gradients) only in its fixed image region
+        sampler.fixed_region = fixed_image_region(components.fixed_pyramid.image.grid, fixed_l.grid)
         sampler.begin_level(view, fixed_l.grid, fmask, run.generator, run.device, COMPUTE)
         context = LevelContext(view, fixed_l, moving_l, fmask, mmask, components.interpolator.order(view), run.generator,
                                run.device, base, run.memory, run.fixed_points, run.moving_points,
