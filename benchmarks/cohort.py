@@ -23,7 +23,7 @@ import impactreg  # noqa: F401  (first: the OpenMP wait policy users get)
 import numpy as np
 
 from cases import lung_ct_cbct, mni_t1_t2
-from common import RESULTS, machine, workdir
+from common import RESULTS, load_note, machine, workdir
 from impactreg.demo import downsample
 from impactreg.image import write_image
 from impactreg.points import write_points
@@ -209,8 +209,7 @@ def throughput(args) -> list[str]:
     lines = [f"# Cohort throughput ({args.pairs} pairs, 3 mm, preset bspline-mi)", "",
              f"Command: `python benchmarks/cohort.py {' '.join(sys.argv[1:])}`  ",
              f"Date: {time.strftime('%Y-%m-%dT%H:%M:%S')}; machine: {machine()}  ",
-             f"Load average before/after: {load_before:.2f} / {load_after:.2f} "
-             f"({'quiet' if load_before < 0.5 else 'NOT quiet: rerun'})", "",
+             f"Load: {load_note(load_before, load_after)}", "",
              "| method | wall time (s) | pairs / min | speed-up vs shell loop | peak memory per worker (MiB) | mean TRE (mm) | largest parameter difference to the loop's |",
              "|---|---:|---:|---:|---:|---:|---|"]
     for name, secs, peak, tre, same in rows:

@@ -283,3 +283,14 @@ def workdir() -> Path:
 
 # memory -----------------------------------------------------------------------------------------
 
+
+def load_note(before: float, after: float) -> str:
+    """The load average around a timed run, and whether the machine counted as quiet."""
+    return f"load average before/after {before:.2f} / {after:.2f} ({'quiet' if before < 0.5 else 'NOT quiet: rerun'})"
+
+
+def publish(lines: list[str], out: Path) -> None:
+    """Print a benchmark's report and write it to ``out``."""
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.write_text(text)

@@ -26,7 +26,7 @@ from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 from torch.utils.flop_counter import flop_registry  # noqa: E402
 
 from cases import CASES  # noqa: E402
-from common import DATA, RESULTS, impact_spline_stage, machine  # noqa: E402
+from common import DATA, RESULTS, impact_spline_stage, load_note, machine, publish  # noqa: E402
 from impactreg import register  # noqa: E402
 
 CONFIGS = {  # name: (model, patch, normalisation, layers)
@@ -113,8 +113,7 @@ def main() -> int:
              f"{args.threads} thread(s))", "",
              f"Command: `python benchmarks/jacobian_rate.py --iterations {args.iterations} --samples {args.samples} "
              f"--threads {args.threads}`  ",
-             f"Machine: {machine()}; load average before/after {load_before:.2f} / {load_after:.2f} "
-             f"({'quiet' if load_before < 0.5 else 'NOT quiet: rerun'})  ",
+             f"Machine: {machine()}; {load_note(load_before, load_after)}  ",
              f"Peak: float32 matrix product 3072^3 on {args.threads} thread(s): {peak:.1f} GMAC/s", "",
              "| configuration | s / iteration | model GMAC / iteration | achieved GMAC/s | fraction of peak |",
              "|---|---:|---:|---:|---:|"]
@@ -124,9 +123,7 @@ def main() -> int:
             continue
         lines.append(f"| {r['config']} | {r['seconds']:.3f} | {r['gmac']:.2f} | {r['gmacs']:.1f} | "
                      f"{r['gmacs'] / peak:.0%} |")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.write_text(text)
+    publish(lines, args.out)
     return 0
 
 

@@ -22,7 +22,7 @@ import impactreg  # noqa: E402,F401  (first: the OpenMP wait policy users get)
 import numpy as np  # noqa: E402
 
 from cases import SUITE_CASES  # noqa: E402
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, load_note, machine, publish  # noqa: E402
 from impactreg import register  # noqa: E402
 from impactreg.presets import preset_maps  # noqa: E402
 
@@ -62,14 +62,11 @@ def main() -> int:
     base = rows[0][2]
     lines = [f"# Per-iteration cost against B-spline parameters ({case.name}, preset impact-mr-ct, 2000 samples)", "",
              f"Command: `python benchmarks/parameter_scaling.py {' '.join(sys.argv[1:])}`  ",
-             f"Machine: {machine()}; load average before/after {load_before:.2f} / {load_after:.2f} "
-             f"({'quiet' if load_before < 0.5 else 'NOT quiet: rerun'})", "",
+             f"Machine: {machine()}; {load_note(load_before, load_after)}", "",
              "| final grid spacing (mm) | B-spline parameters | s / iteration (last level) | relative to the coarsest |",
              "|---:|---:|---:|---:|"]
     lines += [f"| {s:g} | {p} | {t:.4f} | {t / base:.2f} |" for s, p, t in rows]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    args.out.write_text(text)
+    publish(lines, args.out)
     return 0
 
 
