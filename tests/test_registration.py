@@ -153,8 +153,9 @@ def test_too_few_valid_samples_is_explained(brain):
     shifted = Image(moving.data, type(moving.grid)(moving.grid.size, moving.grid.spacing, moving.grid.origin + [200.0, 0.0],
                                                    moving.grid.direction))
     params = dict(RIGID_MI, AutomaticTransformInitialization="false", NumberOfResolutions=1, MaximumNumberOfIterations=5)
-    with pytest.raises(ImageError, match="too many samples map outside the moving image"):
+    with pytest.raises(ImageError, match="too many samples map outside the moving image") as error:
         register(fixed, shifted, [params])
+    assert "(RequiredRatioOfValidSamples 0.25) asks for 25%" in str(error.value)  # the rule the user can relax
 
 
 def test_engine_parameter_errors(brain):

@@ -8,8 +8,8 @@ from ..metrics.protocol import Samples
 
 
 class TooFewSamples(Exception):
-    def __init__(self, found: int, wanted: int):
-        self.found, self.wanted = found, wanted
+    def __init__(self, found: int, wanted: int, required_ratio: float = 0.0):
+        self.found, self.wanted, self.required_ratio = found, wanted, required_ratio
 
 
 class Cost:
@@ -28,7 +28,7 @@ class Cost:
             value, gradient, valid = metric.value_and_gradient(transform, samples)
             if metric.uses_samples:
                 if (check and valid < self.required_ratio * wanted) or valid < 2:
-                    raise TooFewSamples(valid, wanted)
+                    raise TooFewSamples(valid, wanted, self.required_ratio if check else 0.0)
                 n_valid = min(n_valid, valid)
             values.append(value)
             gradients.append(gradient)

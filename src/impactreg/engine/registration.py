@@ -96,8 +96,15 @@ def _too_few_samples_error(exc: TooFewSamples, stage: int, level: int, fixed_gri
             f"at this level, inside its mask); give a larger image or mask, or fewer NumberOfResolutions")
     return ImageError(
         f"stage {stage} level {level}: too many samples map outside the moving image (or its mask): "
-        f"{exc.found} / {exc.wanted} valid; usually the images barely overlap or the initial transform is off: "
-        f"check origins and directions, give -t0, or set (AutomaticTransformInitialization \"true\")")
+        f"{exc.found} / {exc.wanted} valid{_required(exc)}; usually the images barely overlap or the initial transform "
+        f"is off: check origins and directions, give -t0, or set (AutomaticTransformInitialization \"true\"); when the "
+        f"moving image covers only part of the fixed one (a slab), give a fixed mask of that part or lower "
+        f"(RequiredRatioOfValidSamples ...)")
+
+
+def _required(exc: TooFewSamples) -> str:
+    return f" where (RequiredRatioOfValidSamples {exc.required_ratio:g}) asks for {exc.required_ratio:.0%}" \
+        if exc.required_ratio > 0 else ""
 
 
 class Level:
