@@ -18,6 +18,8 @@ parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.pa
 convolve_axis             kernels.convolve_axis      twins.convolve_axis
 voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
 sparse_gram               kernels.sparse_gram        twins.sparse_gram
+mattes_linear             mattes_linear.             none: None, and the caller takes the generic
+                          mattes_linear              chain (sample_image, parzen_joint, ...)
 ========================  =========================  =========================================
 
 A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from ..geometry import Grid
@@ -34,9 +37,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels
+    from . import kernels, mattes_linear as fused_mattes
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = None
+    kernels = fused_mattes = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -165,3 +168,37 @@ def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> t
     gram = torch.zeros(indices.shape[0], indices.shape[0], dtype=torch.float64)
     kernels.sparse_gram(indices.contiguous().numpy(), weights.contiguous().numpy(), columns, gram.numpy())
     return gram
+
+
+def mattes_linear(moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None, histogram, form,
+                  points: torch.Tensor, fixed_values: torch.Tensor, work: dict):
+    """Mattes MI (value, valid count, moments (D + 1, D) float64) at samples (N, D) with fixed values (N,) for a
+    transform linear in the point (``form``, a transforms.base.LinearForm): rows 0..D-1 of the moments are
+    sum_n d_n u_n^T, row D sum_n d_n (see ``compute.mattes_linear``); ``scales`` (D, D) multiplies the moving
+    gradient (None: identity); ``histogram`` a metrics.intensity.ParzenHistogram; ``work`` a dict the caller
+    keeps for the level (scratch arrays by sample count). None where the compiled kernel cannot run (kernels
+    off, not on the CPU, a moving interpolator of order other than 1 or 3, several channels)."""
+    if (not _compiled(points, fixed_values, moving.coef) or moving.channels != 1
+            or moving.order not in fused_mattes.LINEAR_ORDERS):
+        return None
+    dim = points.shape[1]
+    static = work.get("static")
+    if static is None:
+        coef, w2i, origin = moving.kernel_arrays()
+        mask_arrays = (np.zeros((0, 0, 0), dtype=np.float32), np.zeros((3, 3)), np.zeros(3)) if mask is None else \
+            (mask.kernel_arrays()[0][..., 0], *mask.kernel_arrays()[1:])
+        scale = np.eye(dim) if scales is None else scales.detach().cpu().double().numpy()
+        static = work["static"] = (coef[..., 0], w2i, origin, *mask_arrays, scale,
+                                   fused_mattes.binning_array(histogram.fixed), fused_mattes.binning_array(histogram.moving))
+    n = points.shape[0]
+    arrays = work.get(n)
+    if arrays is None:
+        f, m = histogram.fixed, histogram.moving
+        arrays = work[n] = fused_mattes.work_arrays(n, dim, f.order, m.order, f.bins, m.bins) + (np.empty((dim + 1, dim)),)
+    coef, w2i, origin, mask_coef, mask_w2i, mask_origin, scale, fixed_binning, moving_binning = static
+    scratch, index, hist, moments = arrays
+    value, valid = fused_mattes.mattes_linear(points.numpy(), fixed_values.numpy(), form.pre, form.pre_offset,
+                                              form.matrix, form.offset, coef, moving.order, moving.mirror_linear, w2i,
+                                              origin, mask_coef, mask_w2i, mask_origin, scale, fixed_binning,
+                                              moving_binning, scratch, index, hist, moments)
+    return value, valid, moments

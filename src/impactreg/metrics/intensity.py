@@ -163,6 +163,26 @@ class MattesMutualInformation(IntensityMetric):
 
     def configure(self, context: LevelContext) -> None:
         self.histogram = histogram_for_level(context)
+        self._work = {}  # the compiled linear path's arrays of this level
+
+    def end_level(self) -> None:
+        super().end_level()
+        self._work = {}
+
+    def linear_value_and_gradient(self, transform, samples):
+        form = transform.linear_form()
+        if form is None:
+            return None
+        found = compute.mattes_linear(self.moving_interpolator.table, None if self.moving_mask is None else
+                                      self.moving_mask.table, self.derivative_scales, self.histogram, form,
+                                      samples.points, samples.fixed_values, self._work)
+        if found is None:
+            return None
+        value, valid, moments = found
+        dim = moments.shape[1]
+        if valid < 2:
+            return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64), valid
+        return float(value), form.gradient(moments[:dim], moments[dim]), valid
 
     def __call__(self, f, m):
         return self._value(self.histogram.joint(f, m)[0])[0]

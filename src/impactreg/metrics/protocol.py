@@ -136,7 +136,16 @@ class IntensityMetric(Metric):
     def value_and_derivative(self, f: torch.Tensor, m: torch.Tensor):
         raise NotImplementedError
 
+    def linear_value_and_gradient(self, transform, samples: Samples):
+        """(value, gradient, valid) in one compiled call where the metric has one for a transform linear in the
+        point (``Transform.linear_form``) and it can run here; None: the generic chain below. It gives what the
+        chain gives, to float rounding."""
+        return None
+
     def value_and_gradient(self, transform, samples: Samples):
+        fused = self.linear_value_and_gradient(transform, samples)
+        if fused is not None:
+            return fused
         points = samples.points
         _, sampled, valid = samples.moving(transform, self.moving_interpolator, self.moving_mask)
         n_valid = int(valid.sum())
