@@ -17,8 +17,10 @@ parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.pa
                           parzen_joint, _contract    twins.parzen_contract
 convolve_axis             kernels.convolve_axis      twins.convolve_axis
 voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
+box_coordinates           random_coordinates.        twins.box_coordinates
+                          box_coordinates
 sparse_gram               kernels.sparse_gram        twins.sparse_gram
-mattes_linear             mattes_linear.             none: None, and the caller takes the generic
+mattes_mi_linear          mattes_linear.             none: None, and the caller takes the generic
                           mattes_linear              chain (sample_image, parzen_joint, ...)
 ========================  =========================  =========================================
 
@@ -37,9 +39,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels, mattes_linear as fused_mattes
+    from . import kernels, mattes_linear as fused_mattes, random_coordinates
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = fused_mattes = None
+    kernels = fused_mattes = random_coordinates = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -160,6 +162,20 @@ def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | No
     return out
 
 
+def box_coordinates(grid: Grid, low: torch.Tensor, high: torch.Tensor, jitter: torch.Tensor, dtype: torch.dtype,
+                    device=None) -> torch.Tensor:
+    """World points (N, D) in ``dtype`` on ``device`` at the continuous indices low + jitter (high - low) of
+    ``grid`` (low, high (D,) in the dtype of jitter (N, D) in [0, 1)), through the nearest voxel (half to even)."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if not _compiled(jitter, low, high) or device.type != "cpu":
+        return twins.box_coordinates(grid, low, high, jitter, dtype, device)
+    t = grid.tensors(dtype)
+    out = torch.empty((jitter.shape[0], grid.dim), dtype=dtype)
+    random_coordinates.box_coordinates(jitter.contiguous().numpy(), low.contiguous().numpy(), high.contiguous().numpy(),
+                                       t.index_to_world.numpy(), t.origin.numpy(), out.numpy())
+    return out
+
+
 def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> torch.Tensor:
     """W W^T (N, N) in float64 for the sparse rows W[n, indices[n, k]] = weights[n, k] (float64),
     W having ``columns`` columns."""
@@ -170,7 +186,7 @@ def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> t
     return gram
 
 
-def mattes_linear(moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None, histogram, form,
+def mattes_mi_linear(moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None, histogram, form,
                   points: torch.Tensor, fixed_values: torch.Tensor, work: dict):
     """Mattes MI (value, valid count, moments (D + 1, D) float64) at samples (N, D) with fixed values (N,) for a
     transform linear in the point (``form``, a transforms.base.LinearForm): rows 0..D-1 of the moments are

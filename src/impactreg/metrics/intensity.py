@@ -173,9 +173,9 @@ class MattesMutualInformation(IntensityMetric):
         form = transform.linear_form()
         if form is None:
             return None
-        found = compute.mattes_linear(self.moving_interpolator.table, None if self.moving_mask is None else
-                                      self.moving_mask.table, self.derivative_scales, self.histogram, form,
-                                      samples.points, samples.fixed_values, self._work)
+        found = compute.mattes_mi_linear(self.moving_interpolator.table, None if self.moving_mask is None else
+                                         self.moving_mask.table, self.derivative_scales, self.histogram, form,
+                                         samples.points, samples.fixed_values, self._work)
         if found is None:
             return None
         value, valid, moments = found
