@@ -9,6 +9,8 @@ Parameter order (elastix):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -35,16 +37,15 @@ class MatrixTransform(Transform):
         raise NotImplementedError
 
     def _derivatives(self):
-        """``derivatives`` at this transform's parameters, computed once per transform object."""
+        """``derivatives`` at this transform's parameters, computed once per parameters."""
         cached = getattr(self, "_derivatives_cache", None)
         p = self.parameters
         if cached is None or cached[0] is not p or cached[1] != p._version:
-            cached = (p, p._version, self.derivatives(p.detach().cpu().numpy()))
-            self._derivatives_cache = cached
+            cached = self._derivatives_cache = (p, p._version, self.derivatives(p.detach().cpu().numpy()))
         return cached[2]
 
     def linear_form(self) -> LinearForm:
-        A, t, dA, dt = self._derivatives()
+        A, t, _, _ = self._derivatives()
         c = self.center.numpy()
         return LinearForm(np.eye(self.dim), -c, A, c + t, self.moment_gradient)
 
@@ -127,23 +128,28 @@ def _rot_axis(angle, axis):
     return torch.stack([torch.stack(r) for r in rows])
 
 
+_TRANSLATION_LAST = {3: np.eye(3, 2, -1), 6: np.eye(6, 3, -3)}  # dt/dmu of the Euler transforms (t last)
+for _dt in _TRANSLATION_LAST.values():
+    _dt.flags.writeable = False
+
+
 def _rot2_np(angle):
     """The 2D rotation matrix and its derivative by the angle."""
-    c, s = np.cos(angle), np.sin(angle)
+    c, s = math.cos(angle), math.sin(angle)
     return np.array([[c, -s], [s, c]]), np.array([[-s, -c], [c, -s]])
 
 
 def _rot_axis_np(angle, axis):
     """The rotation about one axis (0 = x, 1 = y, 2 = z) and its derivative by the angle, as _rot_axis."""
-    c, s = np.cos(angle), np.sin(angle)
-    i, j = [(1, 2), (0, 2), (0, 1)][axis]
-    sign = -1.0 if axis == 1 else 1.0  # about y the sine terms change places
-    R, dR = np.eye(3), np.zeros((3, 3))
-    R[i, i] = R[j, j] = c
-    R[i, j], R[j, i] = -sign * s, sign * s
-    dR[i, i] = dR[j, j] = -s
-    dR[i, j], dR[j, i] = -sign * c, sign * c
-    return R, dR
+    c, s = math.cos(angle), math.sin(angle)
+    if axis == 0:
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]), np.array([[0.0, 0.0, 0.0], [0.0, -s, -c],
+                                                                               [0.0, c, -s]])
+    if axis == 1:
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]), np.array([[-s, 0.0, c], [0.0, 0.0, 0.0],
+                                                                               [-c, 0.0, -s]])
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([[-s, -c, 0.0], [c, -s, 0.0],
+                                                                           [0.0, 0.0, 0.0]])
 
 
 class EulerTransform(MatrixTransform):
@@ -169,13 +175,16 @@ class EulerTransform(MatrixTransform):
             R, dR = _rot2_np(p[0])
             dA = np.zeros((3, 2, 2))
             dA[0] = dR
-            return R, p[1:3].copy(), dA, np.eye(3, 2, -1)
-        (rx, dx), (ry, dy), (rz, dz) = (_rot_axis_np(p[i], i) for i in range(3))
+            return R, p[1:3].copy(), dA, _TRANSLATION_LAST[3]
+        (rx, dx), (ry, dy), (rz, dz) = _rot_axis_np(p[0], 0), _rot_axis_np(p[1], 1), _rot_axis_np(p[2], 2)
+        dA = np.zeros((6, 3, 3))
         if self.compute_zyx:  # R = Rz Ry Rx
-            R, dA = rz @ ry @ rx, [rz @ ry @ dx, rz @ dy @ rx, dz @ ry @ rx]
+            zy, yx = rz @ ry, ry @ rx
+            R, dA[0], dA[1], dA[2] = zy @ rx, zy @ dx, rz @ dy @ rx, dz @ yx
         else:  # R = Rz Rx Ry
-            R, dA = rz @ rx @ ry, [rz @ dx @ ry, rz @ rx @ dy, dz @ rx @ ry]
-        return R, p[3:6].copy(), np.concatenate([np.stack(dA), np.zeros((3, 3, 3))]), np.eye(6, 3, -3)
+            zx, xy = rz @ rx, rx @ ry
+            R, dA[0], dA[1], dA[2] = zx @ ry, rz @ dx @ ry, zx @ dy, dz @ xy
+        return R, p[3:6].copy(), dA, _TRANSLATION_LAST[6]
 
 
 def versor_matrix(v: torch.Tensor) -> torch.Tensor:
