@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from impactreg import compute
-from impactreg.compute import dispatch, kernels, mattes_linear, random_coordinates
+from impactreg.compute import dispatch, kernels, linear_metrics, random_coordinates
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.interpolation import Interpolator
@@ -145,7 +145,7 @@ def test_parzen_contraction_follows_the_histogram_backend(monkeypatch):
 
 KERNELS = [(kernels, name) for name in ("sample_image", "bspline_map", "bspline_scatter", "parzen_taps", "parzen_joint",
                                          "parzen_contract", "convolve_axis", "voxel_world_points", "sparse_gram")] + \
-    [(mattes_linear, "mattes_linear"), (random_coordinates, "box_coordinates")]
+    [(linear_metrics, "mattes_mi"), (random_coordinates, "box_coordinates")]
 
 
 def _short_bspline_registration():

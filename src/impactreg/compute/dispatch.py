@@ -20,8 +20,9 @@ voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
 box_coordinates           random_coordinates.        twins.box_coordinates
                           box_coordinates
 sparse_gram               kernels.sparse_gram        twins.sparse_gram
-mattes_mi_linear          mattes_linear.             none: None, and the caller takes the generic
-                          mattes_linear              chain (sample_image, parzen_joint, ...)
+linear_intensity          linear_metrics.mattes_mi,  none: None, and the caller takes the generic
+                          mean_squares, normalized_  chain (sample_image, the metric's
+                          correlation                value_and_derivative, parameter_gradient)
 ========================  =========================  =========================================
 
 A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
@@ -39,9 +40,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels, mattes_linear as fused_mattes, random_coordinates
+    from . import kernels, linear_metrics, random_coordinates
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = fused_mattes = random_coordinates = None
+    kernels = linear_metrics = random_coordinates = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -186,16 +187,18 @@ def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> t
     return gram
 
 
-def mattes_mi_linear(moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None, histogram, form,
-                  points: torch.Tensor, fixed_values: torch.Tensor, work: dict):
-    """Mattes MI (value, valid count, moments (D + 1, D) float64) at samples (N, D) with fixed values (N,) for a
-    transform linear in the point (``form``, a transforms.base.LinearForm): rows 0..D-1 of the moments are
-    sum_n d_n u_n^T, row D sum_n d_n (see ``compute.mattes_linear``); ``scales`` (D, D) multiplies the moving
-    gradient (None: identity); ``histogram`` a metrics.intensity.ParzenHistogram; ``work`` a dict the caller
-    keeps for the level (scratch arrays by sample count). None where the compiled kernel cannot run (kernels
-    off, not on the CPU, a moving interpolator of order other than 1 or 3, several channels)."""
+def linear_intensity(metric: str, settings, moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None,
+                     form, points: torch.Tensor, fixed_values: torch.Tensor, work: dict):
+    """An intensity metric (value, valid count, moments (D + 1, D) float64) at samples (N, D) with fixed values
+    (N,) for a transform linear in the point (``form``, a transforms.base.LinearForm): rows 0..D-1 of the moments
+    are sum_n d_n u_n^T, row D sum_n d_n (see ``compute.linear_metrics``). ``metric``: one of
+    linear_metrics.METRICS, with ``settings`` the ParzenHistogram (mattes_mi), the normalization (mean_squares)
+    or whether to subtract the means (normalized_correlation); ``scales`` (D, D) multiplies the moving gradient
+    (None: identity); ``work`` a dict the caller keeps for the level (scratch arrays by sample count). None where
+    the compiled kernel cannot run (kernels off, not on the CPU, a moving interpolator of order other than 1 or
+    3, several channels): the caller then takes the generic chain."""
     if (not _compiled(points, fixed_values, moving.coef) or moving.channels != 1
-            or moving.order not in fused_mattes.LINEAR_ORDERS):
+            or moving.order not in linear_metrics.LINEAR_ORDERS or metric not in linear_metrics.METRICS):
         return None
     dim = points.shape[1]
     static = work.get("static")
@@ -204,17 +207,23 @@ def mattes_mi_linear(moving: ImageTable, mask: ImageTable | None, scales: torch.
         mask_arrays = (np.zeros((0, 0, 0), dtype=np.float32), np.zeros((3, 3)), np.zeros(3)) if mask is None else \
             (mask.kernel_arrays()[0][..., 0], *mask.kernel_arrays()[1:])
         scale = np.eye(dim) if scales is None else scales.detach().cpu().double().numpy()
-        static = work["static"] = (coef[..., 0], w2i, origin, *mask_arrays, scale,
-                                   fused_mattes.binning_array(histogram.fixed), fused_mattes.binning_array(histogram.moving))
+        static = work["static"] = (coef[..., 0], moving.order, moving.mirror_linear, w2i, origin, *mask_arrays, scale)
     n = points.shape[0]
     arrays = work.get(n)
     if arrays is None:
-        f, m = histogram.fixed, histogram.moving
-        arrays = work[n] = fused_mattes.work_arrays(n, dim, f.order, m.order, f.bins, m.bins) + (np.empty((dim + 1, dim)),)
-    coef, w2i, origin, mask_coef, mask_w2i, mask_origin, scale, fixed_binning, moving_binning = static
+        sizes = () if metric != "mattes_mi" else \
+            (settings.fixed.order, settings.moving.order, settings.fixed.bins, settings.moving.bins)
+        arrays = work[n] = linear_metrics.work_arrays(n, dim, *sizes) + (np.empty((dim + 1, dim)),)
     scratch, index, hist, moments = arrays
-    value, valid = fused_mattes.mattes_linear(points.numpy(), fixed_values.numpy(), form.pre, form.pre_offset,
-                                              form.matrix, form.offset, coef, moving.order, moving.mirror_linear, w2i,
-                                              origin, mask_coef, mask_w2i, mask_origin, scale, fixed_binning,
-                                              moving_binning, scratch, index, hist, moments)
+    args = (points.numpy(), fixed_values.numpy(), form.pre, form.pre_offset, form.matrix, form.offset, *static)
+    if metric == "mattes_mi":
+        binnings = work.get("binnings")
+        if binnings is None:
+            binnings = work["binnings"] = (linear_metrics.binning_array(settings.fixed),
+                                           linear_metrics.binning_array(settings.moving))
+        value, valid = linear_metrics.mattes_mi(*args, *binnings, scratch, index, hist, moments)
+    elif metric == "mean_squares":
+        value, valid = linear_metrics.mean_squares(*args, float(settings), scratch, moments)
+    else:
+        value, valid = linear_metrics.normalized_correlation(*args, bool(settings), scratch, moments)
     return value, valid, moments

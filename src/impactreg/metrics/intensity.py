@@ -47,6 +47,9 @@ class MeanSquares(IntensityMetric):
             span = float(fixed.max() - fixed.min()) * float(moving.max() - moving.min())
             self.normalization = max(span, 1e-12)
 
+    def linear_settings(self):
+        return "mean_squares", self.normalization
+
     def __call__(self, f, m):
         return ((f - m) ** 2).mean() / self.normalization
 
@@ -67,6 +70,9 @@ class NormalizedCorrelation(IntensityMetric):
 
     def configure(self, context: LevelContext) -> None:
         self.subtract_mean = context.view.get("SubtractMean")
+
+    def linear_settings(self):
+        return "normalized_correlation", self.subtract_mean
 
     def __call__(self, f, m):
         if self.subtract_mean:
@@ -163,26 +169,9 @@ class MattesMutualInformation(IntensityMetric):
 
     def configure(self, context: LevelContext) -> None:
         self.histogram = histogram_for_level(context)
-        self._work = {}  # the compiled linear path's arrays of this level
 
-    def end_level(self) -> None:
-        super().end_level()
-        self._work = {}
-
-    def linear_value_and_gradient(self, transform, samples):
-        form = transform.linear_form()
-        if form is None:
-            return None
-        found = compute.mattes_mi_linear(self.moving_interpolator.table, None if self.moving_mask is None else
-                                         self.moving_mask.table, self.derivative_scales, self.histogram, form,
-                                         samples.points, samples.fixed_values, self._work)
-        if found is None:
-            return None
-        value, valid, moments = found
-        dim = moments.shape[1]
-        if valid < 2:
-            return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64), valid
-        return float(value), form.gradient(moments[:dim], moments[dim]), valid
+    def linear_settings(self):
+        return "mattes_mi", self.histogram
 
     def __call__(self, f, m):
         return self._value(self.histogram.joint(f, m)[0])[0]

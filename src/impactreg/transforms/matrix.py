@@ -129,8 +129,6 @@ def _rot_axis(angle, axis):
 
 
 _TRANSLATION_LAST = {3: np.eye(3, 2, -1), 6: np.eye(6, 3, -3)}  # dt/dmu of the Euler transforms (t last)
-for _dt in _TRANSLATION_LAST.values():
-    _dt.flags.writeable = False
 
 
 def _rot2_np(angle):
@@ -175,7 +173,7 @@ class EulerTransform(MatrixTransform):
             R, dR = _rot2_np(p[0])
             dA = np.zeros((3, 2, 2))
             dA[0] = dR
-            return R, p[1:3].copy(), dA, _TRANSLATION_LAST[3]
+            return R, p[1:3].copy(), dA, _TRANSLATION_LAST[3].copy()
         (rx, dx), (ry, dy), (rz, dz) = _rot_axis_np(p[0], 0), _rot_axis_np(p[1], 1), _rot_axis_np(p[2], 2)
         dA = np.zeros((6, 3, 3))
         if self.compute_zyx:  # R = Rz Ry Rx
@@ -184,7 +182,7 @@ class EulerTransform(MatrixTransform):
         else:  # R = Rz Rx Ry
             zx, xy = rz @ rx, rx @ ry
             R, dA[0], dA[1], dA[2] = zx @ ry, rz @ dx @ ry, zx @ dy, dz @ xy
-        return R, p[3:6].copy(), dA, _TRANSLATION_LAST[6]
+        return R, p[3:6].copy(), dA, _TRANSLATION_LAST[6].copy()
 
 
 def versor_matrix(v: torch.Tensor) -> torch.Tensor:

@@ -1,8 +1,9 @@
-"""The compiled Mattes MI path for transforms linear in the point (compute.mattes_linear) gives what the
-generic chain gives (sample_image, the Parzen histogram, the transform's parameter gradient): value,
-gradient and valid count, in 2D and 3D, for every linear transform, with and without a moving mask,
-with derivative scales, after a linear initial transform; and the closed-form derivatives of the
-linear transforms equal autograd's."""
+"""The compiled path of the intensity metrics for transforms linear in the point (compute.linear_metrics:
+Mattes MI, mean squares, normalized correlation) gives what the generic chain gives (sample_image, the
+metric's value_and_derivative, the transform's parameter gradient): value, gradient and valid count,
+in 2D and 3D, for every linear transform, with and without a moving mask, with derivative scales,
+after a linear initial transform; and the closed-form derivatives of the linear transforms equal
+autograd's."""
 import numpy as np
 import pytest
 import torch
@@ -12,7 +13,7 @@ from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.interpolation import Interpolator
 from impactreg.keys import LevelView
-from impactreg.metrics.intensity import MattesMutualInformation
+from impactreg.metrics.intensity import MattesMutualInformation, MeanSquares, NormalizedCorrelation
 from impactreg.metrics.protocol import LevelContext, Samples
 from impactreg.parameters import ParameterMap
 from impactreg.sampling import ImageSampler
@@ -49,9 +50,15 @@ def _transforms(dim: int, centre):
                             centre)]
 
 
-def _metric(dim: int, order: int, moving_mask: bool, scales=None):
+METRICS = {"mattes": (MattesMutualInformation, {}), "mean squares": (MeanSquares, {"UseNormalization": "true"}),
+           "correlation": (NormalizedCorrelation, {}), "correlation, no means": (NormalizedCorrelation,
+                                                                                {"SubtractMean": "false"})}
+
+
+def _metric(dim: int, order: int, moving_mask: bool, scales=None, kind: str = "mattes"):
     fixed, moving = _images(dim)
-    keys = {"BSplineInterpolationOrder": order}
+    cls, settings = METRICS[kind]
+    keys = {"BSplineInterpolationOrder": order, **settings}
     if scales is not None:
         keys["MovingImageDerivativeScales"] = scales
     mask = None
@@ -61,7 +68,7 @@ def _metric(dim: int, order: int, moving_mask: bool, scales=None):
         mask = moving.with_data(data)
     context = LevelContext(LevelView(ParameterMap(keys), 0), fixed, moving, None, mask, order,
                            torch.Generator().manual_seed(0), torch.device("cpu"))
-    metric = MattesMutualInformation()
+    metric = cls()
     metric.begin_level(context)
     points = ImageSampler("RandomCoordinate", fixed.grid, None, 1500, generator=torch.Generator().manual_seed(1)).sample()
     samples = Samples(points, Interpolator(fixed, order=1)(points).values[:, 0])
@@ -87,11 +94,12 @@ def _assert_equal(fast, generic):
     torch.testing.assert_close(gradient, generic[1], rtol=0, atol=2e-5 * float(generic[1].abs().max()))
 
 
+@pytest.mark.parametrize("kind", list(METRICS))
 @pytest.mark.parametrize("dim", [2, 3])
 @pytest.mark.parametrize("order", [1, 3])
 @pytest.mark.parametrize("moving_mask", [False, True], ids=["no mask", "moving mask"])
-def test_compiled_linear_mattes_equals_the_generic_chain(dim, order, moving_mask):
-    metric, samples, grid = _metric(dim, order, moving_mask)
+def test_compiled_linear_metric_equals_the_generic_chain(kind, dim, order, moving_mask):
+    metric, samples, grid = _metric(dim, order, moving_mask, kind=kind)
     centre = grid.index_to_world((np.asarray(grid.size) - 1) / 2.0)
     for transform in _transforms(dim, centre):
         fast, generic = _both(metric, transform, samples)
@@ -100,8 +108,9 @@ def test_compiled_linear_mattes_equals_the_generic_chain(dim, order, moving_mask
         assert fast[2] < samples.points.shape[0]
 
 
-def test_compiled_linear_mattes_with_derivative_scales_and_an_initial_transform():
-    metric, samples, grid = _metric(3, 1, True, scales=[1.0, 0.5, 0.0])
+@pytest.mark.parametrize("kind", ["mattes", "correlation"])
+def test_compiled_linear_metric_with_derivative_scales_and_an_initial_transform(kind):
+    metric, samples, grid = _metric(3, 1, True, scales=[1.0, 0.5, 0.0], kind=kind)
     centre = grid.index_to_world((np.asarray(grid.size) - 1) / 2.0)
     initial = AffineTransform(3, torch.tensor([1.01, 0.02, 0.0, -0.02, 0.99, 0.01, 0.0, 0.01, 1.0, 0.4, 0.2, -0.3]),
                               centre + 1.0)

@@ -1,15 +1,15 @@
-"""Mattes mutual information and its parameter gradient for a transform linear in the point, in one
-compiled call per iteration (numba): map the samples, sample the moving image (value and gradient),
-the Parzen joint histogram, the value, d value / d p, the contraction to d value / d m at every
-sample, and the moments sum_n d_n u_n^T and sum_n d_n of d value / d T(x_n) = d_n, from which the
-transform's closed-form derivatives give d value / d mu (``transforms.base.LinearForm``).
+"""Intensity metrics (Mattes MI, mean squares, normalized correlation) and their parameter gradient for
+a transform linear in the point, in one compiled call per iteration (numba): map the samples, sample
+the moving image (value and gradient), the metric's value and d value / d m at every sample (for
+Mattes MI through the Parzen joint histogram), and the moments sum_n d_n u_n^T and sum_n d_n of
+d value / d T(x_n) = d_n, from which the transform's closed-form derivatives give d value / d mu
+(``transforms.base.LinearForm``).
 
 It computes what the generic chain computes (``metrics.protocol.IntensityMetric``: ``sample_image``,
-``parzen_joint``, ``MattesMutualInformation.value_and_derivative``, ``parzen_contract``, the
-transform's ``parameter_gradient``) in float64 throughout, without the per-iteration tensors.
-The Parzen binning is ``kernels.parzen_taps``/``parzen_joint``/``parzen_contract`` itself; the
-single-channel order-1 and order-3 point sampler here equals ``kernels.sample_image`` to rounding.
-Only ``compute.dispatch`` calls it.
+the metric's ``value_and_derivative``, the transform's ``parameter_gradient``) in float64
+throughout, without the per-iteration tensors. The Parzen binning is ``kernels.parzen_taps``/
+``parzen_joint``/``parzen_contract`` itself; the single-channel order-1 and order-3 point sampler
+here equals ``kernels.sample_image`` to rounding. Only ``compute.dispatch`` calls it.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from numba import njit
 from .kernels import FAST, _cubic, _cubic_derivative, _mirror, parzen_contract, parzen_joint, parzen_taps
 
 LINEAR_ORDERS = (1, 3)  # moving-image interpolation orders of the point sampler
+METRICS = ("mattes_mi", "mean_squares", "normalized_correlation")  # the kernels compute.linear_intensity runs
 BINNING_FIELDS = 9  # order, bins, true_min, true_max, min, max, binsize, nmin, soft
 
 
@@ -30,9 +31,11 @@ def binning_array(binning) -> np.ndarray:
                      binning.binsize, binning.nmin, 1.0 if binning.soft else 0.0], dtype=np.float64)
 
 
-def work_arrays(n: int, dim: int, fixed_order: int, moving_order: int, fixed_bins: int, moving_bins: int):
-    """The kernel's scratch for n samples: float64 (n, 2 + 2 D + taps) per sample, int64 (n, 2) first bins,
-    float64 (2 Bf Bm + 2 (Bf + Bm)) histogram, its derivative, marginals and their logarithms."""
+def work_arrays(n: int, dim: int, fixed_order: int = 0, moving_order: int = -1, fixed_bins: int = 0,
+                moving_bins: int = 0):
+    """The kernels' scratch for n samples: float64 (n, 2 + 2 D + taps) per sample, int64 (n, 2) first bins,
+    float64 (2 Bf Bm + 2 (Bf + Bm)) histogram, its derivative, marginals and their logarithms (Mattes MI; the
+    other metrics need no taps or bins)."""
     columns = 2 + 2 * dim + (fixed_order + 1) + 2 * (moving_order + 1)
     return (np.empty((n, columns)), np.empty((n, 2), dtype=np.int64),
             np.empty(2 * fixed_bins * moving_bins + 2 * (fixed_bins + moving_bins)))
@@ -336,8 +339,8 @@ def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, 
 
 
 @njit(cache=True, fastmath=FAST)
-def mattes_linear(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin,
-                  mask, mask_w2i, mask_origin, scales, fixed_binning, moving_binning, work, index, hist, moments):
+def mattes_mi(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+              mask_w2i, mask_origin, scales, fixed_binning, moving_binning, work, index, hist, moments):
     """Mattes MI (lower is better) at T(x) = matrix (pre x + pre_offset) + offset for samples x (N, D) with fixed
     values (N,); returns (value, valid count) and fills moments (D + 1, D): rows 0..D-1 sum_n d_n u_n^T, row D
     sum_n d_n, with d_n = d value / d T(x_n) and u_n = pre x_n + pre_offset.
@@ -346,13 +349,9 @@ def mattes_linear(points, fixed_values, pre, pre_offset, matrix, offset, coef, o
     beyond the outermost voxel centres), ``w2i``/``origin`` its world-to-index map; ``mask`` (Z, Y, X) the moving
     mask read by nearest neighbour (> 0 counts; shape (0, 0, 0): none); ``scales`` (D, D) multiplies the moving
     gradient (a row); binnings as ``binning_array``; work, index, hist from ``work_arrays``."""
-    n_points, dim = points.shape
-    if dim == 2:
-        n = _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
-                    mask_w2i, mask_origin, scales, work, 2)
-    else:
-        n = _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
-                    mask_w2i, mask_origin, scales, work, 3)
+    dim = points.shape[1]
+    n = _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                  mask_w2i, mask_origin, scales, work, moments)
     kf, km = int(fixed_binning[0]) + 1, int(moving_binning[0]) + 1
     col_f, col_m, col_g, col_u = 0, 1, 2, 2 + dim
     col_fw = 2 + 2 * dim
@@ -360,9 +359,6 @@ def mattes_linear(points, fixed_values, pre, pre_offset, matrix, offset, coef, o
     col_mdw = col_mw + km
     fixed_order, fixed_bins = int(fixed_binning[0]), int(fixed_binning[1])
     moving_order, moving_bins = int(moving_binning[0]), int(moving_binning[1])
-    for i in range(dim + 1):
-        for j in range(dim):
-            moments[i, j] = 0.0
     if n < 2:
         return 0.0, n
     valid = work[:n]
@@ -381,10 +377,86 @@ def mattes_linear(points, fixed_values, pre, pre_offset, matrix, offset, coef, o
     value = _value_and_derivative(joint, derivative, hist[2 * cells:])
     dv_dm = valid[:, col_f]  # the fixed values are no longer needed
     parzen_contract(derivative, fstart, fw, mstart, mdw, dv_dm)
-    for s in range(n):
+    _moments(valid, dv_dm, dim, moments)
+    return value, n
+
+
+@njit(cache=True, fastmath=FAST)
+def _moments(valid, dv_dm, dim, moments):
+    """moments (D + 1, D) += [sum_s d_s u_s^T; sum_s d_s] with d_s = dv_dm[s] g_s, over the gathered samples."""
+    for s in range(valid.shape[0]):
         for i in range(dim):
-            d = dv_dm[s] * valid[s, col_g + i]
+            d = dv_dm[s] * valid[s, 2 + i]
             moments[dim, i] += d
             for j in range(dim):
-                moments[i, j] += d * valid[s, col_u + j]
-    return value, n
+                moments[i, j] += d * valid[s, 2 + dim + j]
+
+
+@njit(cache=True, fastmath=FAST)
+def _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+              mask_w2i, mask_origin, scales, work, moments):
+    """Pass 1 with a constant dimension; moments zeroed. Returns the valid count."""
+    dim = points.shape[1]
+    moments[:] = 0.0
+    if dim == 2:
+        return _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                       mask_w2i, mask_origin, scales, work, 2)
+    return _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                   mask_w2i, mask_origin, scales, work, 3)
+
+
+@njit(cache=True, fastmath=FAST)
+def mean_squares(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                 mask_w2i, mask_origin, scales, normalization, work, moments):
+    """AdvancedMeanSquares sum (m - f)^2 / (N normalization) over the valid samples, as ``mattes_mi`` (same
+    arguments but the binnings and histogram; ``work`` (n, 2 + 2 D) at least)."""
+    n = _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                  mask_w2i, mask_origin, scales, work, moments)
+    if n < 2:
+        return 0.0, n
+    valid = work[:n]
+    scale = 1.0 / (n * normalization)
+    value = 0.0
+    dv_dm = valid[:, 0]
+    for s in range(n):
+        diff = valid[s, 1] - valid[s, 0]
+        value += diff * diff
+        dv_dm[s] = 2.0 * diff * scale
+    _moments(valid, dv_dm, points.shape[1], moments)
+    return value * scale, n
+
+
+@njit(cache=True, fastmath=FAST)
+def normalized_correlation(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin,
+                           mask, mask_w2i, mask_origin, scales, subtract_mean, work, moments):
+    """AdvancedNormalizedCorrelation -sum f' m' / sqrt(sum f'^2 sum m'^2) (primes: minus the means when
+    ``subtract_mean``) over the valid samples, as ``mattes_mi`` (``work`` (n, 2 + 2 D) at least)."""
+    n = _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
+                  mask_w2i, mask_origin, scales, work, moments)
+    if n < 2:
+        return 0.0, n
+    valid = work[:n]
+    mean_f = 0.0
+    mean_m = 0.0
+    if subtract_mean:
+        for s in range(n):
+            mean_f += valid[s, 0]
+            mean_m += valid[s, 1]
+        mean_f /= n
+        mean_m /= n
+    sff = 0.0
+    smm = 0.0
+    sfm = 0.0
+    for s in range(n):
+        f = valid[s, 0] - mean_f
+        m = valid[s, 1] - mean_m
+        sff += f * f
+        smm += m * m
+        sfm += f * m
+    smm = max(smm, 1e-12)
+    root = max(math.sqrt(sff * smm), 1e-12)
+    dv_dm = valid[:, 0]
+    for s in range(n):
+        dv_dm[s] = -((valid[s, 0] - mean_f) / root - sfm * (valid[s, 1] - mean_m) / (root * smm))
+    _moments(valid, dv_dm, points.shape[1], moments)
+    return -sfm / root, n
