@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from impactreg import compute
-from impactreg.compute import dispatch, kernels, linear_metrics, random_coordinates
+from impactreg.compute import dispatch, kernels, linear_metrics, point_sampler, random_coordinates
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.interpolation import Interpolator
@@ -145,7 +145,7 @@ def test_parzen_contraction_follows_the_histogram_backend(monkeypatch):
 
 KERNELS = [(kernels, name) for name in ("sample_image", "bspline_map", "bspline_scatter", "parzen_taps", "parzen_joint",
                                          "parzen_contract", "convolve_axis", "voxel_world_points", "sparse_gram")] + \
-    [(linear_metrics, "mattes_mi"), (random_coordinates, "box_coordinates")]
+    [(linear_metrics, "mattes_mi"), (random_coordinates, "box_coordinates"), (point_sampler, "values")]
 
 
 def _short_bspline_registration():
@@ -237,3 +237,23 @@ def test_box_coordinates_match_torch(monkeypatch, dim):
     assert torch.equal(fast, compute.voxel_world_points(grid, flat, position - index, torch.float32))
     index = torch.from_numpy(grid.world_to_index(fast.double().numpy()))
     assert bool(((index >= low - 1e-4) & (index <= high + 1e-4)).all())
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("order", [1, "1 mirrored", 3, 0, 2])
+def test_sample_values_match_sample_image(monkeypatch, dim, order):
+    """One channel's values by the single-channel point sampler (orders 1 and 3; others through sample_image)
+    equal sample_image's, and the torch twin's."""
+    grid = _oblique_grid(dim, (13, 11, 9), (1.2, 0.9, 2.0), 5)
+    image = Image(torch.randn(1, *reversed(grid.size), generator=torch.Generator().manual_seed(1)), grid)
+    index = torch.rand(3000, dim, dtype=torch.float64) * (torch.tensor(grid.size) + 2) - 1.5  # some outside
+    points = torch.from_numpy(grid.index_to_world(index.numpy())).float()
+    mirror = order == "1 mirrored"
+    interp = Interpolator(image, order=1 if mirror else order, dtype=torch.float32, default=-7.0, mirror_linear=mirror)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    reference = interp(points).values[:, 0]
+    fast, slow = _both(monkeypatch, lambda: interp.values(points))
+    assert fast.dtype == torch.float32 and fast.shape == reference.shape
+    torch.testing.assert_close(fast, reference, rtol=0, atol=2e-6)
+    torch.testing.assert_close(slow, reference, rtol=0, atol=1e-5)
+    assert bool((fast == -7.0).any())

@@ -9,7 +9,7 @@ It computes what the generic chain computes (``metrics.protocol.IntensityMetric`
 the metric's ``value_and_derivative``, the transform's ``parameter_gradient``) in float64
 throughout, without the per-iteration tensors. The Parzen binning is ``kernels.parzen_taps``/
 ``parzen_joint``/``parzen_contract`` itself; the single-channel order-1 and order-3 point sampler
-here equals ``kernels.sample_image`` to rounding. Only ``compute.dispatch`` calls it.
+(``compute.point_sampler``) equals ``kernels.sample_image`` to rounding. Only ``compute.dispatch`` calls it.
 """
 from __future__ import annotations
 
@@ -18,9 +18,9 @@ import math
 import numpy as np
 from numba import njit
 
-from .kernels import FAST, _cubic, _cubic_derivative, _mirror, parzen_contract, parzen_joint, parzen_taps
+from .kernels import FAST, parzen_contract, parzen_joint, parzen_taps
+from .point_sampler import LINEAR_ORDERS, sample_point
 
-LINEAR_ORDERS = (1, 3)  # moving-image interpolation orders of the point sampler
 METRICS = ("mattes_mi", "mean_squares", "normalized_correlation")  # the kernels compute.linear_intensity runs
 BINNING_FIELDS = 9  # order, bins, true_min, true_max, min, max, binsize, nmin, soft
 
@@ -39,84 +39,6 @@ def work_arrays(n: int, dim: int, fixed_order: int = 0, moving_order: int = -1, 
     columns = 2 + 2 * dim + (fixed_order + 1) + 2 * (moving_order + 1)
     return (np.empty((n, columns)), np.empty((n, 2), dtype=np.int64),
             np.empty(2 * fixed_bins * moving_bins + 2 * (fixed_bins + moving_bins)))
-
-
-@njit(cache=True, inline="always")
-def _linear_axis(u, n, mirror):
-    base = math.floor(u)
-    i0 = int(base)
-    f = u - base
-    if i0 >= 0 and i0 + 1 < n:
-        return i0, i0 + 1, 1.0 - f, f
-    if mirror:
-        return _mirror(i0, n), _mirror(i0 + 1, n), 1.0 - f, f
-    return min(max(i0, 0), n - 1), min(max(i0 + 1, 0), n - 1), 1.0 - f, f
-
-
-@njit(cache=True, inline="always")
-def _cubic_axis(u, n):
-    start = math.floor(u - 1.0)
-    first = int(start)
-    f = u - start - 1.0
-    if first >= 0 and first + 3 < n:
-        idx = (first, first + 1, first + 2, first + 3)
-    else:
-        idx = (_mirror(first, n), _mirror(first + 1, n), _mirror(first + 2, n), _mirror(first + 3, n))
-    return idx, _cubic(f), _cubic_derivative(f)
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _sample(coef, order, mirror, dim, u0, u1, u2):
-    """Value and d value / d index (3,) of single-channel coefficients (Z, Y, X) at continuous index u (inside)."""
-    nz, ny, nx = coef.shape
-    if order == 1:
-        x0, x1, wx0, wx1 = _linear_axis(u0, nx, mirror)
-        y0, y1, wy0, wy1 = _linear_axis(u1, ny, mirror)
-        z0, z1, wz0, wz1 = (0, 0, 1.0, 0.0) if dim == 2 else _linear_axis(u2, nz, mirror)
-        a00, a01, a10, a11 = coef[z0, y0, x0], coef[z0, y0, x1], coef[z0, y1, x0], coef[z0, y1, x1]
-        r0 = wx0 * a00 + wx1 * a01
-        r1 = wx0 * a10 + wx1 * a11
-        v0 = wy0 * r0 + wy1 * r1
-        g0 = wy0 * (a01 - a00) + wy1 * (a11 - a10)
-        g1 = r1 - r0
-        if dim == 2:
-            return v0, g0, g1, 0.0
-        b00, b01, b10, b11 = coef[z1, y0, x0], coef[z1, y0, x1], coef[z1, y1, x0], coef[z1, y1, x1]
-        s0 = wx0 * b00 + wx1 * b01
-        s1 = wx0 * b10 + wx1 * b11
-        v1 = wy0 * s0 + wy1 * s1
-        h0 = wy0 * (b01 - b00) + wy1 * (b11 - b10)
-        return wz0 * v0 + wz1 * v1, wz0 * g0 + wz1 * h0, wz0 * g1 + wz1 * (s1 - s0), v1 - v0
-    ix, wx, dx = _cubic_axis(u0, nx)
-    iy, wy, dy = _cubic_axis(u1, ny)
-    taps_z = 1
-    iz, wz, dz = (0, 0, 0, 0), (1.0, 0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 0.0)
-    if dim == 3:
-        iz, wz, dz = _cubic_axis(u2, nz)
-        taps_z = 4
-    value = 0.0
-    g0 = 0.0
-    g1 = 0.0
-    g2 = 0.0
-    for kz in range(taps_z):
-        plane_v = 0.0
-        plane_x = 0.0
-        plane_y = 0.0
-        for ky in range(4):
-            row_v = 0.0
-            row_x = 0.0
-            for kx in range(4):
-                c = coef[iz[kz], iy[ky], ix[kx]]
-                row_v += wx[kx] * c
-                row_x += dx[kx] * c
-            plane_v += wy[ky] * row_v
-            plane_x += wy[ky] * row_x
-            plane_y += dy[ky] * row_v
-        value += wz[kz] * plane_v
-        g0 += wz[kz] * plane_x
-        g1 += wz[kz] * plane_y
-        g2 += dz[kz] * plane_v
-    return value, g0, g1, g2
 
 
 @njit(cache=True, fastmath=FAST)
@@ -211,7 +133,7 @@ def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, 
             i2 = min(max(int(math.floor(k2 + 0.5)), 0), mz - 1) if dim == 3 else 0
             if not mask[i2, i1, i0] > 0:
                 continue
-        value, d0, d1, d2 = _sample(coef, order, mirror, dim, c0, c1, c2)
+        value, d0, d1, d2 = sample_point(coef, order, mirror, dim, c0, c1, c2)
         g0, g1, g2 = _row_times(d0, d1, d2, w2i, dim)  # d value / d world = (d value / d index) w2i
         g0, g1, g2 = _row_times(g0, g1, g2, scales, dim)  # times the derivative scales
         work[n, 0] = fixed_values[p]
@@ -223,117 +145,6 @@ def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, 
         if dim == 3:
             work[n, 4] = g2
             work[n, 7] = u2
-        n += 1
-    return n
-
-
-@njit(cache=True, fastmath=FAST)
-def _value_and_derivative(joint, derivative, marginals):
-    """-MI = -sum p log(p / (pf pm)) of the joint histogram (Bf, Bm), and d(-MI)/dp_ij = -(log p_ij - log pm_j)
-    (pf does not depend on the moving values) where p_ij and pf_i pm_j exceed 1e-16, else 0; ``marginals``
-    (2 (Bf + Bm),) scratch."""
-    fixed_bins, moving_bins = joint.shape
-    pf, pm = marginals[:fixed_bins], marginals[fixed_bins:fixed_bins + moving_bins]
-    log_pf, log_pm = marginals[fixed_bins + moving_bins:2 * fixed_bins + moving_bins], marginals[2 * fixed_bins + moving_bins:]
-    pm[:] = 0.0
-    for i in range(fixed_bins):
-        row = 0.0
-        for j in range(moving_bins):
-            row += joint[i, j]
-            pm[j] += joint[i, j]
-        pf[i] = row
-    for i in range(fixed_bins):
-        log_pf[i] = math.log(pf[i]) if pf[i] > 0.0 else 0.0
-    for j in range(moving_bins):
-        log_pm[j] = math.log(pm[j]) if pm[j] > 0.0 else 0.0
-    value = 0.0
-    for i in range(fixed_bins):
-        for j in range(moving_bins):
-            pij = joint[i, j]
-            if pij > 1e-16 and pf[i] * pm[j] > 1e-16:
-                log_p = math.log(pij)
-                value -= pij * (log_p - log_pf[i] - log_pm[j])
-                derivative[i, j] = log_pm[j] - log_p
-            else:
-                derivative[i, j] = 0.0
-    return value
-
-
-@njit(cache=True, fastmath=FAST, inline="always")
-def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask, mask_w2i,
-            mask_origin, scales, work, dim):
-    """Pass 1: the valid samples (T(x) inside the moving image and its mask) packed at the front of ``work`` as
-    [f, m, g (D), u (D)]: fixed value, moving value, scaled world gradient of the moving image at T(x), u = pre x
-    + pre_offset. Returns their count. Inlined with a constant ``dim`` (3x faster than a variable one)."""
-    n_points = points.shape[0]
-    nz, ny, nx = coef.shape
-    sizes = (nx, ny, nz)
-    has_mask = mask.shape[0] > 0
-    msizes = (mask.shape[2], mask.shape[1], mask.shape[0])
-    col_f, col_m, col_g, col_u = 0, 1, 2, 2 + dim
-    y = np.zeros(3)
-    u = np.zeros(3)
-    n = 0
-    for p in range(n_points):
-        for i in range(dim):
-            acc = pre_offset[i]
-            for j in range(dim):
-                acc += pre[i, j] * points[p, j]
-            u[i] = acc
-        for i in range(dim):
-            acc = offset[i]
-            for j in range(dim):
-                acc += matrix[i, j] * u[j]
-            y[i] = acc
-        c0 = 0.0
-        c1 = 0.0
-        c2 = 0.0
-        ok = True
-        for e in range(dim):
-            ce = 0.0
-            for j in range(dim):
-                ce += w2i[e, j] * (y[j] - origin[j])
-            if not (ce >= -0.5 and ce < sizes[e] - 0.5):
-                ok = False
-            if e == 0:
-                c0 = ce
-            elif e == 1:
-                c1 = ce
-            else:
-                c2 = ce
-        if not ok:
-            continue
-        if has_mask:
-            k0 = 0
-            k1 = 0
-            k2 = 0
-            for e in range(dim):
-                ce = 0.0
-                for j in range(dim):
-                    ce += mask_w2i[e, j] * (y[j] - mask_origin[j])
-                if not (ce >= -0.5 and ce < msizes[e] - 0.5):
-                    ok = False
-                k = min(max(int(math.floor(ce + 0.5)), 0), msizes[e] - 1)
-                if e == 0:
-                    k0 = k
-                elif e == 1:
-                    k1 = k
-                else:
-                    k2 = k
-            if not ok or not mask[k2, k1, k0] > 0:
-                continue
-        value, d0, d1, d2 = _sample(coef, order, mirror, dim, c0, c1, c2)
-        work[n, col_f] = fixed_values[p]
-        work[n, col_m] = value
-        for j in range(dim):  # world gradient, then the derivative scales (the gradient a row)
-            u_j = d0 * w2i[0, j] + d1 * w2i[1, j] + (d2 * w2i[2, j] if dim == 3 else 0.0)
-            y[j] = u_j
-        for j in range(dim):
-            acc = 0.0
-            for i in range(dim):
-                acc += y[i] * scales[i, j]
-            work[n, col_g + j] = acc
-            work[n, col_u + j] = u[j]
         n += 1
     return n
 
