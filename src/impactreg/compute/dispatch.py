@@ -16,7 +16,9 @@ bspline_map               kernels.bspline_map        twins.bspline_map
 bspline_scatter           kernels.bspline_scatter    twins.bspline_scatter
 parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.parzen_joint,
                           parzen_joint, _contract    twins.parzen_contract
-convolve_axis             kernels.convolve_axis      twins.convolve_axis
+convolve_axis             kernels.convolve_axis,     twins.convolve_axis (then the stride)
+                          smoothing.convolve_axis_
+                          strided (every step-th)
 voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
 box_coordinates           random_coordinates.        twins.box_coordinates
                           box_coordinates
@@ -41,9 +43,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels, linear_metrics, point_sampler, random_coordinates
+    from . import kernels, linear_metrics, point_sampler, random_coordinates, smoothing
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = linear_metrics = point_sampler = random_coordinates = None
+    kernels = linear_metrics = point_sampler = random_coordinates = smoothing = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -153,16 +155,30 @@ def parzen_contract(dvalue_dp: torch.Tensor, parts: ParzenParts, n: int) -> torc
     return out
 
 
-def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
+def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int, start: int = 0, step: int = 1,
+                  count: int | None = None) -> torch.Tensor:
     """data (C, [Z,] Y, X) convolved along image ``axis`` (0 = x, 1 = y, 2 = z) with a centred
-    odd-length kernel (K,) of the same dtype, edges replicated; same shape."""
-    if not _compiled(data, kernel):
-        return twins.convolve_axis(data, kernel, axis)
+    odd-length kernel (K,) of the same dtype, edges replicated; same shape, or along ``axis`` only
+    the ``count`` voxels start, start + step, ... (the others are not computed)."""
     dim = data.dim() - 1
+    along = data.dim() - 1 - axis  # torch axis
+    strided = step != 1 or start != 0 or (count is not None and count != data.shape[along])
+    if not _compiled(data, kernel):
+        out = twins.convolve_axis(data, kernel, axis)
+        return out.narrow(along, start, (count - 1) * step + 1)[(slice(None),) * along + (slice(None, None, step),)] \
+            if strided else out
     block = data.reshape(data.shape[0], *([1] * (3 - dim)), *data.shape[1:]).contiguous()
-    out = torch.empty_like(block)
-    kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
-    return out.reshape(data.shape)
+    if not strided:
+        out = torch.empty_like(block)
+        kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
+        return out.reshape(data.shape)
+    shape = list(block.shape)
+    shape[3 - axis] = count
+    out = torch.empty(shape, dtype=block.dtype)
+    smoothing.convolve_axis_strided(block.numpy(), kernel.numpy(), 2 - axis, start, step, out.numpy())
+    shape = list(data.shape)
+    shape[along] = count
+    return out.reshape(shape)
 
 
 def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
