@@ -70,7 +70,8 @@ def _metric(dim: int, order: int, moving_mask: bool, scales=None, kind: str = "m
                            torch.Generator().manual_seed(0), torch.device("cpu"))
     metric = cls()
     metric.begin_level(context)
-    points = ImageSampler("RandomCoordinate", fixed.grid, None, 1500, generator=torch.Generator().manual_seed(1)).sample()
+    sampler = ImageSampler("RandomCoordinate", fixed.grid, None, 1500, generator=torch.Generator().manual_seed(1))
+    points = sampler.sample()
     samples = Samples(points, Interpolator(fixed, order=1)(points).values[:, 0])
     return metric, samples, fixed.grid
 

@@ -48,7 +48,8 @@ def _value_and_derivative(joint, derivative, marginals):
     (2 (Bf + Bm),) scratch."""
     fixed_bins, moving_bins = joint.shape
     pf, pm = marginals[:fixed_bins], marginals[fixed_bins:fixed_bins + moving_bins]
-    log_pf, log_pm = marginals[fixed_bins + moving_bins:2 * fixed_bins + moving_bins], marginals[2 * fixed_bins + moving_bins:]
+    both = fixed_bins + moving_bins
+    log_pf, log_pm = marginals[both:both + fixed_bins], marginals[both + fixed_bins:]
     pm[:] = 0.0
     for i in range(fixed_bins):
         row = 0.0

@@ -78,7 +78,8 @@ class CombinationTransform(Transform):
             return None
         matrix = first.matrix @ first.pre  # initial(x) = matrix x + offset
         offset = first.matrix @ first.pre_offset + first.offset
-        return LinearForm(then.pre @ matrix, then.pre @ offset + then.pre_offset, then.matrix, then.offset, then.gradient)
+        return LinearForm(then.pre @ matrix, then.pre @ offset + then.pre_offset, then.matrix, then.offset,
+                          then.gradient)
 
     def parameter_gradient(self, points, d_points):
         at = self._initial_map(points) if self.how == "Compose" else points
