@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from impactreg import compute
-from impactreg.compute import dispatch, kernels
+from impactreg.compute import dispatch, kernels, linear_metrics, point_sampler, random_coordinates
 from impactreg.geometry import Grid
 from impactreg.image import Image
 from impactreg.interpolation import Interpolator
@@ -143,8 +143,9 @@ def test_parzen_contraction_follows_the_histogram_backend(monkeypatch):
     torch.testing.assert_close(hist.contract(p, parts, 200), hist.contract(p, twin_parts, 200), rtol=0, atol=1e-15)
 
 
-KERNELS = ("sample_image", "bspline_map", "bspline_scatter", "parzen_taps", "parzen_joint", "parzen_contract",
-           "convolve_axis", "voxel_world_points", "sparse_gram")
+KERNELS = [(kernels, name) for name in ("sample_image", "bspline_map", "bspline_scatter", "parzen_taps", "parzen_joint",
+                                         "parzen_contract", "convolve_axis", "voxel_world_points", "sparse_gram")] + \
+    [(linear_metrics, "mattes_mi"), (random_coordinates, "box_coordinates"), (point_sampler, "values")]
 
 
 def _short_bspline_registration():
@@ -154,30 +155,34 @@ def _short_bspline_registration():
     blob = lambda cx, cy: torch.exp(-((xx - cx) ** 2 + (yy - cy) ** 2) / 60.0)  # noqa: E731
     fixed = Image((100 * blob(20, 18) + 60 * blob(32, 26))[None], Grid.identity((48, 40)))
     moving = Image((100 * blob(22, 19) + 60 * blob(31, 24))[None], Grid.identity((48, 40)))
+    rigid = {"Transform": "EulerTransform", "Metric": "AdvancedMattesMutualInformation", "NumberOfResolutions": 1,
+             "MaximumNumberOfIterations": 8, "NumberOfSpatialSamples": 300, "ImageSampler": "Random",
+             "NewSamplesEveryIteration": "true", "WriteResultImage": "false"}
     pm = {"Transform": "BSplineTransform", "Metric": "AdvancedMattesMutualInformation", "NumberOfResolutions": 2,
           "FinalGridSpacingInPhysicalUnits": 12, "MaximumNumberOfIterations": 8, "NumberOfSpatialSamples": 300,
           "ImageSampler": "RandomCoordinate", "NewSamplesEveryIteration": "true", "WriteResultImage": "false"}
-    return register(fixed, moving, [pm], seed=0).transform.parameters
+    return torch.cat([register(fixed, moving, [rigid], seed=0).transform.parameters,
+                      register(fixed, moving, [pm], seed=0).transform.parameters])
 
 
 def test_kernels_off_runs_no_compiled_kernel(monkeypatch):
     """IMPACTREG_KERNELS=0 turns every compiled kernel off: a registration that, with kernels on,
     calls each of them (MI, B-spline, random coordinates, pyramid smoothing, ASGD estimation)
-    calls none, and ends where the compiled run ends."""
-    calls = dict.fromkeys(KERNELS, 0)
-    for name in KERNELS:
-        def counted(*args, _name=name, _kernel=getattr(kernels, name)):
+    calls none, and ends where the compiled run ends (and a rigid MI registration: the linear MI kernel)."""
+    calls = dict.fromkeys((name for _, name in KERNELS), 0)
+    for module, name in KERNELS:
+        def counted(*args, _name=name, _kernel=getattr(module, name)):
             calls[_name] += 1
             return _kernel(*args)
-        monkeypatch.setattr(kernels, name, counted)
+        monkeypatch.setattr(module, name, counted)
     monkeypatch.setattr(dispatch, "ENABLED", True)
     compiled = _short_bspline_registration()
     assert all(calls.values()), calls  # the registration exercises every operation kind
 
     def refuse(*args):
         raise AssertionError("a compiled kernel ran with kernels off")
-    for name in KERNELS:
-        monkeypatch.setattr(kernels, name, refuse)
+    for module, name in KERNELS:
+        monkeypatch.setattr(module, name, refuse)
     monkeypatch.setattr(dispatch, "ENABLED", False)
     twin = _short_bspline_registration()
     torch.testing.assert_close(twin, compiled, rtol=0, atol=1e-3)
@@ -211,3 +216,44 @@ def test_kernels_handle_no_points_and_grad_free_contexts():
     points = torch.from_numpy(grid.index_to_world(np.full((3, 3), 5.0))).float().requires_grad_(True)
     with torch.no_grad():  # a tensor that requires grad, in a context without autograd
         assert torch.all(interp(points).inside)
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+def test_box_coordinates_match_torch(monkeypatch, dim):
+    """The compiled draw equals, bit for bit, the tensor operations it replaced (rounding half to even, then
+    the compiled voxel_world_points), and the torch twin to float32 rounding."""
+    grid = _oblique_grid(dim, (13, 11, 9), (1.2, 0.9, 2.0), 4)
+    jitter = torch.rand((5000, dim), generator=torch.Generator().manual_seed(0))
+    jitter[:4] = torch.tensor([0.5, 0.25, 0.75, 0.0])[:, None]  # positions half-way between voxels: ties to even
+    low = torch.tensor([1.0, 0.0, 2.0][:dim])
+    high = torch.tensor([11.0, 10.0, 7.0][:dim])
+    fast, slow = _both(monkeypatch, lambda: compute.box_coordinates(grid, low, high, jitter, torch.float32))
+    assert fast.dtype == slow.dtype == torch.float32
+    torch.testing.assert_close(fast, slow, rtol=0, atol=1e-5)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    position = low + jitter * (high - low)
+    index = torch.round(position)
+    flat = (index.to(torch.int64) * torch.tensor(grid.strides)).sum(1)
+    assert torch.equal(fast, compute.voxel_world_points(grid, flat, position - index, torch.float32))
+    index = torch.from_numpy(grid.world_to_index(fast.double().numpy()))
+    assert bool(((index >= low - 1e-4) & (index <= high + 1e-4)).all())
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("order", [1, "1 mirrored", 3, 0, 2])
+def test_sample_values_match_sample_image(monkeypatch, dim, order):
+    """One channel's values by the single-channel point sampler (orders 1 and 3; others through sample_image)
+    equal sample_image's, and the torch twin's."""
+    grid = _oblique_grid(dim, (13, 11, 9), (1.2, 0.9, 2.0), 5)
+    image = Image(torch.randn(1, *reversed(grid.size), generator=torch.Generator().manual_seed(1)), grid)
+    index = torch.rand(3000, dim, dtype=torch.float64) * (torch.tensor(grid.size) + 2) - 1.5  # some outside
+    points = torch.from_numpy(grid.index_to_world(index.numpy())).float()
+    mirror = order == "1 mirrored"
+    interp = Interpolator(image, order=1 if mirror else order, dtype=torch.float32, default=-7.0, mirror_linear=mirror)
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    reference = interp(points).values[:, 0]
+    fast, slow = _both(monkeypatch, lambda: interp.values(points))
+    assert fast.dtype == torch.float32 and fast.shape == reference.shape
+    torch.testing.assert_close(fast, reference, rtol=0, atol=2e-6)
+    torch.testing.assert_close(slow, reference, rtol=0, atol=1e-5)
+    assert bool((fast == -7.0).any())

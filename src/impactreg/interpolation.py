@@ -173,6 +173,11 @@ class Interpolator:
                        inside.reshape(lead))
 
 
+    def values(self, points: torch.Tensor) -> torch.Tensor:
+        """The first channel's values (N,) at points (N, D): ``self(points).values[:, 0]``, faster."""
+        return compute.sample_values(self.table, points)
+
+
 def sample(image: Image, points: torch.Tensor, order: int = 1, default: float = 0.0,
            gradient: bool = False) -> Samples:
     """One-off sampling of ``image`` at world ``points`` (..., D); see Interpolator."""

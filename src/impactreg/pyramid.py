@@ -174,6 +174,24 @@ def itk_shrink(image: Image, factors) -> Image:
     return Image(image.data[(slice(None),) + index].contiguous(), grid, image.pixel_type)
 
 
+def smoothed_shrink(image: Image, variance_voxels, factors) -> Image:
+    """itk_shrink(discrete_gaussian(image, variance_voxels), factors), smoothing only the voxels the shrink keeps
+    (the same values, in about a third of the time for factors of 2)."""
+    factors = np.asarray(factors, dtype=np.int64)
+    grid = image.grid.shrunk(factors, centred=True)
+    offset = _shrink_offset(image.grid, grid, factors)
+    data = image.data.to(torch.float32)
+    for axis, variance in enumerate(np.broadcast_to(variance_voxels, (image.dim,))):
+        start, step, count = int(offset[axis]), int(factors[axis]), int(grid.size[axis])
+        if variance > 0:
+            kernel = torch.from_numpy(itk_gaussian_kernel(float(variance))).to(torch.float32)
+            data = compute.convolve_axis(data, kernel, axis, start, step, count)
+        else:
+            along = image.dim - axis
+            data = data.narrow(along, start, step * (count - 1) + 1)[(slice(None),) * along + (slice(None, None, step),)]
+    return Image(data.contiguous(), grid, image.pixel_type)
+
+
 def _shrink_offset(grid_in, grid_out, factors: np.ndarray) -> np.ndarray:
     """The input index of output voxel 0 per axis, in ITK's order of float64 operations: at a half-integer offset
     (an even/odd size pair) the rounding follows the last bit, as elastix's pyramid images do."""
@@ -219,7 +237,7 @@ class RecursiveImagePyramid(ImagePyramid):
         if np.all(ratio == 1):
             return image
         variance = np.where(ratio != 1, (0.5 * ratio) ** 2, 0.0)
-        return itk_shrink(discrete_gaussian(image, variance), ratio)
+        return smoothed_shrink(image, variance, ratio)
 
     def _direct(self, factors: np.ndarray) -> Image:
         image = self.image

@@ -109,11 +109,7 @@ class ImageSampler:
         if not self.has_mask or full:  # uniform in [0, size - 1] per axis (elastix: its fixed image region's first to last)
             low = torch.zeros_like(last) if self.region is None else torch.tensor(self.region[0], dtype=self.dtype)
             high = last if self.region is None else low + torch.tensor(self.region[1], dtype=self.dtype) - 1
-            position = low + jitter * (high - low)
-            index = torch.round(position)
-            strides = torch.tensor(self.grid.strides, dtype=torch.int64)
-            flat = (index.to(torch.int64) * strides).sum(1).to(self.device)
-            return compute.voxel_world_points(self.grid, flat, position - index, self.dtype)
+            return compute.box_coordinates(self.grid, low, high, jitter, self.dtype, self.device)
         pick = torch.randint(0, self._count, (n,), generator=self.generator, device="cpu").to(self.device)
         flat = self._candidates[pick]
         index = self.grid.unravel(flat.to("cpu")).to(self.dtype)

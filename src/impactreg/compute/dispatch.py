@@ -11,13 +11,21 @@ give the same results to float rounding. Operation kinds:
 operation                 compiled kernel            torch twin
 ========================  =========================  =========================================
 sample_image              kernels.sample_image       twins.sample_image
+sample_values             point_sampler.values       twins.sample_image (values of channel 0)
 bspline_map               kernels.bspline_map        twins.bspline_map
 bspline_scatter           kernels.bspline_scatter    twins.bspline_scatter
 parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.parzen_joint,
                           parzen_joint, _contract    twins.parzen_contract
-convolve_axis             kernels.convolve_axis      twins.convolve_axis
+convolve_axis             kernels.convolve_axis,     twins.convolve_axis (then the stride)
+                          smoothing.convolve_axis_
+                          strided (every step-th)
 voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
+box_coordinates           random_coordinates.        twins.box_coordinates
+                          box_coordinates
 sparse_gram               kernels.sparse_gram        twins.sparse_gram
+linear_intensity          linear_metrics.mattes_mi,  none: None, and the caller takes the generic
+                          mean_squares, normalized_  chain (sample_image, the metric's
+                          correlation                value_and_derivative, parameter_gradient)
 ========================  =========================  =========================================
 
 A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
@@ -27,6 +35,7 @@ from __future__ import annotations
 
 import os
 
+import numpy as np
 import torch
 
 from ..geometry import Grid
@@ -34,9 +43,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels
+    from . import kernels, linear_metrics, point_sampler, random_coordinates, smoothing
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = None
+    kernels = linear_metrics = point_sampler = random_coordinates = smoothing = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -65,6 +74,20 @@ def sample_image(table: ImageTable, points: torch.Tensor, gradient: bool = False
     kernels.sample_image(coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default,
                          values.numpy(), grads.numpy(), inside.numpy(), table.mirror_linear)
     return values, (grads if gradient else None), inside
+
+
+def sample_values(table: ImageTable, points: torch.Tensor) -> torch.Tensor:
+    """The first channel's values (N,) at world points (N, D) (``table.default`` outside), in ``table.dtype``:
+    ``sample_image``'s values; of one channel at order 1 or 3 by ``point_sampler.values`` (a third of the time)."""
+    if (table.channels != 1 or not _compiled(points, table.coef)
+            or table.order not in point_sampler.LINEAR_ORDERS):
+        return sample_image(table, points)[0][:, 0]
+    coef, w2i, origin = table.kernel_arrays()
+    out = torch.empty(points.shape[0], dtype=table.dtype)
+    inside = torch.empty(points.shape[0], dtype=torch.bool)
+    point_sampler.values(coef[..., 0], table.order, table.mirror_linear, w2i, origin, points.contiguous().numpy(),
+                         table.default, out.numpy(), inside.numpy())
+    return out
 
 
 def bspline_map(table: SplineTable, params: torch.Tensor, points: torch.Tensor) -> torch.Tensor:
@@ -132,16 +155,30 @@ def parzen_contract(dvalue_dp: torch.Tensor, parts: ParzenParts, n: int) -> torc
     return out
 
 
-def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int) -> torch.Tensor:
+def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int, start: int = 0, step: int = 1,
+                  count: int | None = None) -> torch.Tensor:
     """data (C, [Z,] Y, X) convolved along image ``axis`` (0 = x, 1 = y, 2 = z) with a centred
-    odd-length kernel (K,) of the same dtype, edges replicated; same shape."""
-    if not _compiled(data, kernel):
-        return twins.convolve_axis(data, kernel, axis)
+    odd-length kernel (K,) of the same dtype, edges replicated; same shape, or along ``axis`` only
+    the ``count`` voxels start, start + step, ... (the others are not computed)."""
     dim = data.dim() - 1
+    along = data.dim() - 1 - axis  # torch axis
+    strided = step != 1 or start != 0 or (count is not None and count != data.shape[along])
+    if not _compiled(data, kernel):
+        out = twins.convolve_axis(data, kernel, axis)
+        return out.narrow(along, start, (count - 1) * step + 1)[(slice(None),) * along + (slice(None, None, step),)] \
+            if strided else out
     block = data.reshape(data.shape[0], *([1] * (3 - dim)), *data.shape[1:]).contiguous()
-    out = torch.empty_like(block)
-    kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
-    return out.reshape(data.shape)
+    if not strided:
+        out = torch.empty_like(block)
+        kernels.convolve_axis(block.numpy(), kernel.numpy(), 2 - axis, out.numpy())
+        return out.reshape(data.shape)
+    shape = list(block.shape)
+    shape[3 - axis] = count
+    out = torch.empty(shape, dtype=block.dtype)
+    smoothing.convolve_axis_strided(block.numpy(), kernel.numpy(), 2 - axis, start, step, out.numpy())
+    shape = list(data.shape)
+    shape[along] = count
+    return out.reshape(shape)
 
 
 def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
@@ -157,6 +194,20 @@ def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | No
     return out
 
 
+def box_coordinates(grid: Grid, low: torch.Tensor, high: torch.Tensor, jitter: torch.Tensor, dtype: torch.dtype,
+                    device=None) -> torch.Tensor:
+    """World points (N, D) in ``dtype`` on ``device`` at the continuous indices low + jitter (high - low) of
+    ``grid`` (low, high (D,) in the dtype of jitter (N, D) in [0, 1)), through the nearest voxel (half to even)."""
+    device = torch.device("cpu") if device is None else torch.device(device)
+    if not _compiled(jitter, low, high) or device.type != "cpu":
+        return twins.box_coordinates(grid, low, high, jitter, dtype, device)
+    t = grid.tensors(dtype)
+    out = torch.empty((jitter.shape[0], grid.dim), dtype=dtype)
+    random_coordinates.box_coordinates(jitter.contiguous().numpy(), low.contiguous().numpy(), high.contiguous().numpy(),
+                                       t.index_to_world.numpy(), t.origin.numpy(), out.numpy())
+    return out
+
+
 def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> torch.Tensor:
     """W W^T (N, N) in float64 for the sparse rows W[n, indices[n, k]] = weights[n, k] (float64),
     W having ``columns`` columns."""
@@ -165,3 +216,45 @@ def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> t
     gram = torch.zeros(indices.shape[0], indices.shape[0], dtype=torch.float64)
     kernels.sparse_gram(indices.contiguous().numpy(), weights.contiguous().numpy(), columns, gram.numpy())
     return gram
+
+
+def linear_intensity(metric: str, settings, moving: ImageTable, mask: ImageTable | None, scales: torch.Tensor | None,
+                     form, points: torch.Tensor, fixed_values: torch.Tensor, work: dict):
+    """An intensity metric (value, valid count, moments (D + 1, D) float64) at samples (N, D) with fixed values
+    (N,) for a transform linear in the point (``form``, a transforms.base.LinearForm): rows 0..D-1 of the moments
+    are sum_n d_n u_n^T, row D sum_n d_n (see ``compute.linear_metrics``). ``metric``: one of
+    linear_metrics.METRICS, with ``settings`` the ParzenHistogram (mattes_mi), the normalization (mean_squares)
+    or whether to subtract the means (normalized_correlation); ``scales`` (D, D) multiplies the moving gradient
+    (None: identity); ``work`` a dict the caller keeps for the level (scratch arrays by sample count). None where
+    the compiled kernel cannot run (kernels off, not on the CPU, a moving interpolator of order other than 1 or
+    3, several channels): the caller then takes the generic chain."""
+    if (not _compiled(points, fixed_values, moving.coef) or moving.channels != 1
+            or moving.order not in linear_metrics.LINEAR_ORDERS or metric not in linear_metrics.METRICS):
+        return None
+    dim = points.shape[1]
+    static = work.get("static")
+    if static is None:
+        coef, w2i, origin = moving.kernel_arrays()
+        mask_arrays = (np.zeros((0, 0, 0), dtype=np.float32), np.zeros((3, 3)), np.zeros(3)) if mask is None else \
+            (mask.kernel_arrays()[0][..., 0], *mask.kernel_arrays()[1:])
+        scale = np.eye(dim) if scales is None else scales.detach().cpu().double().numpy()
+        static = work["static"] = (coef[..., 0], moving.order, moving.mirror_linear, w2i, origin, *mask_arrays, scale)
+    n = points.shape[0]
+    arrays = work.get(n)
+    if arrays is None:
+        sizes = () if metric != "mattes_mi" else \
+            (settings.fixed.order, settings.moving.order, settings.fixed.bins, settings.moving.bins)
+        arrays = work[n] = linear_metrics.work_arrays(n, dim, *sizes) + (np.empty((dim + 1, dim)),)
+    scratch, index, hist, moments = arrays
+    args = (points.numpy(), fixed_values.numpy(), form.pre, form.pre_offset, form.matrix, form.offset, *static)
+    if metric == "mattes_mi":
+        binnings = work.get("binnings")
+        if binnings is None:
+            binnings = work["binnings"] = (linear_metrics.binning_array(settings.fixed),
+                                           linear_metrics.binning_array(settings.moving))
+        value, valid = linear_metrics.mattes_mi(*args, *binnings, scratch, index, hist, moments)
+    elif metric == "mean_squares":
+        value, valid = linear_metrics.mean_squares(*args, float(settings), scratch, moments)
+    else:
+        value, valid = linear_metrics.normalized_correlation(*args, bool(settings), scratch, moments)
+    return value, valid, moments

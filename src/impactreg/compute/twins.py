@@ -179,6 +179,17 @@ def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | No
     return grid.index_to_world(index)
 
 
+def box_coordinates(grid: Grid, low: torch.Tensor, high: torch.Tensor, jitter: torch.Tensor, dtype: torch.dtype,
+                    device) -> torch.Tensor:
+    """World points (N, D) on ``device`` at the continuous indices low + jitter (high - low) (per axis, jitter
+    (N, D) in [0, 1)), through the nearest voxel (rounded half to even) plus the offset from it."""
+    position = low + jitter * (high - low)
+    index = torch.round(position)
+    strides = torch.tensor(grid.strides, dtype=torch.int64, device=index.device)
+    flat = (index.to(torch.int64) * strides).sum(1).to(device)
+    return voxel_world_points(grid, flat, position - index, dtype)
+
+
 def sparse_gram(indices: torch.Tensor, weights: torch.Tensor, columns: int) -> torch.Tensor:
     """W W^T (N, N) for the sparse rows W[n, indices[n, k]] = weights[n, k] (N x columns)."""
     n, k = indices.shape

@@ -47,6 +47,9 @@ class MeanSquares(IntensityMetric):
             span = float(fixed.max() - fixed.min()) * float(moving.max() - moving.min())
             self.normalization = max(span, 1e-12)
 
+    def linear_settings(self):
+        return "mean_squares", self.normalization
+
     def __call__(self, f, m):
         return ((f - m) ** 2).mean() / self.normalization
 
@@ -67,6 +70,9 @@ class NormalizedCorrelation(IntensityMetric):
 
     def configure(self, context: LevelContext) -> None:
         self.subtract_mean = context.view.get("SubtractMean")
+
+    def linear_settings(self):
+        return "normalized_correlation", self.subtract_mean
 
     def __call__(self, f, m):
         if self.subtract_mean:
@@ -163,6 +169,9 @@ class MattesMutualInformation(IntensityMetric):
 
     def configure(self, context: LevelContext) -> None:
         self.histogram = histogram_for_level(context)
+
+    def linear_settings(self):
+        return "mattes_mi", self.histogram
 
     def __call__(self, f, m):
         return self._value(self.histogram.joint(f, m)[0])[0]

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from .. import compute
 from ..compute.memory import MemoryBudget
 from ..image import Image
 from ..interpolation import Interpolator
@@ -121,10 +122,13 @@ class IntensityMetric(Metric):
     them, with the moving-image gradient at T(x) and the transform's parameter Jacobian, as elastix does.
     """
 
+    linear_settings = None  # with a compiled linear path: () -> (its kernel in compute.linear_metrics, settings)
+
     def begin_level(self, context: LevelContext) -> None:
         self.moving_interpolator = context.moving_interpolator()
         self.moving_mask = context.moving_mask_interpolator()
         self.derivative_scales = _derivative_scales(context)
+        self._linear_work = {}  # the compiled linear path's arrays of this level
         self.configure(context)
 
     def configure(self, context: LevelContext) -> None:
@@ -132,11 +136,34 @@ class IntensityMetric(Metric):
 
     def end_level(self) -> None:
         self.moving_interpolator = self.moving_mask = None
+        self._linear_work = {}
 
     def value_and_derivative(self, f: torch.Tensor, m: torch.Tensor):
         raise NotImplementedError
 
+    def linear_value_and_gradient(self, transform, samples: Samples):
+        """(value, gradient, valid) in one compiled call (``compute.linear_intensity``) where the metric has one
+        (``linear_settings``) for a transform linear in the point (``Transform.linear_form``) and it can run
+        here; None: the generic chain below. It gives what the chain gives, to float rounding."""
+        form = transform.linear_form() if self.linear_settings is not None else None
+        if form is None:
+            return None
+        found = compute.linear_intensity(*self.linear_settings(), self.moving_interpolator.table,
+                                         None if self.moving_mask is None else self.moving_mask.table,
+                                         getattr(self, "derivative_scales", None), form, samples.points,
+                                         samples.fixed_values, self.__dict__.setdefault("_linear_work", {}))
+        if found is None:
+            return None
+        value, valid, moments = found
+        dim = moments.shape[1]
+        if valid < 2:
+            return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64), valid
+        return float(value), form.gradient(moments[:dim], moments[dim]), valid
+
     def value_and_gradient(self, transform, samples: Samples):
+        fused = self.linear_value_and_gradient(transform, samples)
+        if fused is not None:
+            return fused
         points = samples.points
         _, sampled, valid = samples.moving(transform, self.moving_interpolator, self.moving_mask)
         n_valid = int(valid.sum())

@@ -8,7 +8,9 @@ with respect to the parameters: dense (N, D, P) for the low-dimensional transfor
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
+import numpy as np
 import torch
 
 
@@ -29,6 +31,20 @@ class SparseJacobian:
         for d in range(self.dim):
             dense[:, d].index_put_((rows, self.indices + d * self.num_coefficients), self.weights, accumulate=True)
         return dense
+
+
+@dataclass
+class LinearForm:
+    """A transform linear in the point, T(x) = matrix u + offset with u = pre x + pre_offset (float64 numpy),
+    whose parameters enter ``matrix`` and ``offset`` alone: its parameter gradient is
+    ``gradient(outer, total)`` (P,) float64 from the moments outer = sum_n d_n u_n^T (D, D) and
+    total = sum_n d_n (D,) of d value / d T(x_n) = d_n."""
+
+    pre: np.ndarray
+    pre_offset: np.ndarray
+    matrix: np.ndarray
+    offset: np.ndarray
+    gradient: Callable[[np.ndarray, np.ndarray], torch.Tensor]
 
 
 class Transform:
@@ -86,6 +102,11 @@ class Transform:
     def parameter_jacobian(self, points: torch.Tensor):
         """dT/dmu at points (N, D): a dense (N, D, P) tensor or a SparseJacobian."""
         raise NotImplementedError
+
+    def linear_form(self) -> LinearForm | None:
+        """The transform as a LinearForm when it is linear in the point with a closed-form parameter gradient (the
+        matrix transforms, alone or composed after a linear initial transform); None otherwise."""
+        return None
 
     def parameter_gradient(self, points: torch.Tensor, d_points: torch.Tensor) -> torch.Tensor:
         """sum_n (dT(x_n)/dmu)^T d_points[n]: the chain rule from d value / d T(x) to d value / d mu (P,)."""

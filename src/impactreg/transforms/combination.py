@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import SparseJacobian, Transform
+from .base import LinearForm, SparseJacobian, Transform
 
 COMBINATIONS = ("Compose", "Add")
 
@@ -68,6 +68,18 @@ class CombinationTransform(Transform):
             return self.current.spatial_jacobian(self.initial.map(points)) @ j0
         eye = torch.eye(self.dim, dtype=points.dtype, device=points.device)
         return j0 + self.current.spatial_jacobian(points) - eye
+
+    def linear_form(self) -> LinearForm | None:
+        """Composed after a linear initial transform, the current one's form on the initial's output."""
+        if self.how != "Compose":
+            return None
+        first, then = self.initial.linear_form(), self.current.linear_form()
+        if first is None or then is None:
+            return None
+        matrix = first.matrix @ first.pre  # initial(x) = matrix x + offset
+        offset = first.matrix @ first.pre_offset + first.offset
+        return LinearForm(then.pre @ matrix, then.pre @ offset + then.pre_offset, then.matrix, then.offset,
+                          then.gradient)
 
     def parameter_gradient(self, points, d_points):
         at = self._initial_map(points) if self.how == "Compose" else points

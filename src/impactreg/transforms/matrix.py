@@ -9,10 +9,12 @@ Parameter order (elastix):
 """
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
-from .base import Transform
+from .base import LinearForm, Transform
 
 
 class MatrixTransform(Transform):
@@ -29,6 +31,30 @@ class MatrixTransform(Transform):
 
     def matrix_translation(self, p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError
+
+    def derivatives(self, p: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """A (D, D), t (D,), dA/dmu (P, D, D) and dt/dmu (P, D) at parameters p (P,), float64, in closed form."""
+        raise NotImplementedError
+
+    def _derivatives(self):
+        """``derivatives`` at this transform's parameters, computed once per parameters."""
+        cached = getattr(self, "_derivatives_cache", None)
+        p = self.parameters
+        if cached is None or cached[0] is not p or cached[1] != p._version:
+            cached = self._derivatives_cache = (p, p._version, self.derivatives(p.detach().cpu().numpy()))
+        return cached[2]
+
+    def linear_form(self) -> LinearForm:
+        A, t, _, _ = self._derivatives()
+        c = self.center.numpy()
+        return LinearForm(np.eye(self.dim), -c, A, c + t, self.moment_gradient)
+
+    def moment_gradient(self, outer, total) -> torch.Tensor:
+        """d value / d mu (P,) float64 from the moments outer = sum_n d_n (x_n - c)^T (D, D) and total = sum_n d_n (D,)
+        of d value / d T(x_n) = d_n: sum_ij dA_ij/dmu outer_ij + sum_i dt_i/dmu total_i."""
+        _, _, dA, dt = self._derivatives()
+        outer, total = np.asarray(outer, dtype=np.float64), np.asarray(total, dtype=np.float64)
+        return torch.from_numpy(dA.reshape(dA.shape[0], -1) @ outer.reshape(-1) + dt @ total)
 
     def map(self, points, parameters=None):
         p = self._params(parameters, points)
@@ -56,20 +82,18 @@ class MatrixTransform(Transform):
         return A.expand(*points.shape[:-1], self.dim, self.dim)
 
     def parameter_jacobian(self, points):
-        p = self._params(None, points).detach()
-        dA, dt = torch.autograd.functional.jacobian(self.matrix_translation, p)  # (D,D,P), (D,P)
+        _, _, dA, dt = self._derivatives()
+        dA = torch.from_numpy(dA).to(device=points.device, dtype=points.dtype)
+        dt = torch.from_numpy(dt).to(device=points.device, dtype=points.dtype)
         c = self.center.to(device=points.device, dtype=points.dtype)
-        return torch.einsum("ijp,nj->nip", dA, points - c) + dt
-
+        return torch.einsum("pij,nj->nip", dA, points - c) + dt.T
 
     def parameter_gradient(self, points, d_points):
         c = self.center.to(device=points.device, dtype=points.dtype)
         outer = d_points.T @ (points - c)  # sum_n d_n (x_n - c)^T
         total = d_points.sum(0)
-        mu = self.parameters.detach().to(points.device).clone().requires_grad_(True)
-        A, t = self.matrix_translation(mu)
-        (A * outer.to(A.dtype)).sum().add((t * total.to(t.dtype)).sum()).backward()
-        return mu.grad.to(points.dtype)
+        gradient = self.moment_gradient(outer.detach().cpu().double().numpy(), total.detach().cpu().double().numpy())
+        return gradient.to(device=points.device, dtype=points.dtype)
 
 
 class TranslationTransform(MatrixTransform):
@@ -81,6 +105,10 @@ class TranslationTransform(MatrixTransform):
 
     def matrix_translation(self, p):
         return torch.eye(self.dim, dtype=p.dtype, device=p.device), p
+
+    def derivatives(self, p):
+        d = self.dim
+        return np.eye(d), p.copy(), np.zeros((d, d, d)), np.eye(d)
 
 
 def _rot2(angle):
@@ -98,6 +126,28 @@ def _rot_axis(angle, axis):
     else:
         rows = [[c, -s, zero], [s, c, zero], [zero, zero, one]]
     return torch.stack([torch.stack(r) for r in rows])
+
+
+_TRANSLATION_LAST = {3: np.eye(3, 2, -1), 6: np.eye(6, 3, -3)}  # dt/dmu of the Euler transforms (t last)
+
+
+def _rot2_np(angle):
+    """The 2D rotation matrix and its derivative by the angle."""
+    c, s = math.cos(angle), math.sin(angle)
+    return np.array([[c, -s], [s, c]]), np.array([[-s, -c], [c, -s]])
+
+
+def _rot_axis_np(angle, axis):
+    """The rotation about one axis (0 = x, 1 = y, 2 = z) and its derivative by the angle, as _rot_axis."""
+    c, s = math.cos(angle), math.sin(angle)
+    if axis == 0:
+        return np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]]), np.array([[0.0, 0.0, 0.0], [0.0, -s, -c],
+                                                                               [0.0, c, -s]])
+    if axis == 1:
+        return np.array([[c, 0.0, s], [0.0, 1.0, 0.0], [-s, 0.0, c]]), np.array([[-s, 0.0, c], [0.0, 0.0, 0.0],
+                                                                               [-c, 0.0, -s]])
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]), np.array([[-s, -c, 0.0], [c, -s, 0.0],
+                                                                           [0.0, 0.0, 0.0]])
 
 
 class EulerTransform(MatrixTransform):
@@ -118,6 +168,22 @@ class EulerTransform(MatrixTransform):
         R = rz @ ry @ rx if self.compute_zyx else rz @ rx @ ry
         return R, p[3:6]
 
+    def derivatives(self, p):
+        if self.dim == 2:
+            R, dR = _rot2_np(p[0])
+            dA = np.zeros((3, 2, 2))
+            dA[0] = dR
+            return R, p[1:3].copy(), dA, _TRANSLATION_LAST[3].copy()
+        (rx, dx), (ry, dy), (rz, dz) = _rot_axis_np(p[0], 0), _rot_axis_np(p[1], 1), _rot_axis_np(p[2], 2)
+        dA = np.zeros((6, 3, 3))
+        if self.compute_zyx:  # R = Rz Ry Rx
+            zy, yx = rz @ ry, ry @ rx
+            R, dA[0], dA[1], dA[2] = zy @ rx, zy @ dx, rz @ dy @ rx, dz @ yx
+        else:  # R = Rz Rx Ry
+            zx, xy = rz @ rx, rx @ ry
+            R, dA[0], dA[1], dA[2] = zx @ ry, rz @ dx @ ry, zx @ dy, dz @ xy
+        return R, p[3:6].copy(), dA, _TRANSLATION_LAST[6].copy()
+
 
 def versor_matrix(v: torch.Tensor) -> torch.Tensor:
     """Rotation matrix of the unit quaternion with vector part v (w = sqrt(1 - |v|^2))."""
@@ -128,6 +194,22 @@ def versor_matrix(v: torch.Tensor) -> torch.Tensor:
         torch.stack([2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)]),
         torch.stack([2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]),
     ])
+
+
+def _versor_np(v):
+    """versor_matrix(v) and its derivatives by v (3, 3, 3), w = sqrt(1 - |v|^2) following v."""
+    x, y, z = v
+    w2 = 1.0 - (x * x + y * y + z * z)
+    w = np.sqrt(max(w2, 0.0))
+    V = np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                  [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                  [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+    by_x = np.array([[0, 2 * y, 2 * z], [2 * y, -4 * x, -2 * w], [2 * z, 2 * w, -4 * x]])
+    by_y = np.array([[-4 * y, 2 * x, 2 * w], [2 * x, 0, 2 * z], [-2 * w, 2 * z, -4 * y]])
+    by_z = np.array([[-4 * z, -2 * w, 2 * x], [2 * w, -4 * z, 2 * y], [2 * x, 2 * y, 0]])
+    by_w = np.array([[0, -2 * z, 2 * y], [2 * z, 0, -2 * x], [-2 * y, 2 * x, 0]])
+    dw = -np.asarray(v, dtype=np.float64) / w if w2 > 0 else np.zeros(3)  # d w / d v
+    return V, np.stack([by_x + by_w * dw[0], by_y + by_w * dw[1], by_z + by_w * dw[2]])
 
 
 class SimilarityTransform(MatrixTransform):
@@ -144,6 +226,19 @@ class SimilarityTransform(MatrixTransform):
             return p[0] * _rot2(p[1]), p[2:4]
         return p[6] * versor_matrix(p[0:3]), p[3:6]
 
+    def derivatives(self, p):
+        if self.dim == 2:
+            R, dR = _rot2_np(p[1])
+            return p[0] * R, p[2:4].copy(), np.stack([R, p[0] * dR, np.zeros((2, 2)), np.zeros((2, 2))]), \
+                np.eye(4, 2, -2)
+        V, dV = _versor_np(p[0:3])
+        dA = np.zeros((7, 3, 3))
+        dA[0:3] = p[6] * dV
+        dA[6] = V
+        dt = np.zeros((7, 3))
+        dt[3:6] = np.eye(3)
+        return p[6] * V, p[3:6].copy(), dA, dt
+
 
 class AffineTransform(MatrixTransform):
     elastix_name = "AffineTransform"
@@ -156,6 +251,16 @@ class AffineTransform(MatrixTransform):
         d = self.dim
         return p[: d * d].reshape(d, d), p[d * d: d * d + d]
 
+    def derivatives(self, p):
+        d = self.dim
+        dA = np.zeros((d * d + d, d, d))
+        dA[np.arange(d * d), np.repeat(np.arange(d), d), np.tile(np.arange(d), d)] = 1.0
+        return p[: d * d].reshape(d, d).copy(), p[d * d:].copy(), dA, np.eye(d * d + d, d, -d * d)
+
     def parameter_gradient(self, points, d_points):
         c = self.center.to(device=points.device, dtype=points.dtype)
         return torch.cat([(d_points.T @ (points - c)).reshape(-1), d_points.sum(0)])
+
+    def moment_gradient(self, outer, total) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.asarray(outer, dtype=np.float64).reshape(-1),
+                                                np.asarray(total, dtype=np.float64)]))
