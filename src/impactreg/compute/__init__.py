@@ -2,9 +2,9 @@
 kernel (numba, ``compute.kernels``) or its torch twin (GPU, autograd, ``compute.twins``),
 decided in ``compute.dispatch`` and nowhere else; ``IMPACTREG_KERNELS=0`` turns every kernel
 off. ``compute.basis`` holds the torch B-spline basis both the twins and the package use."""
-from .dispatch import (bspline_map, bspline_scatter, convolve_axis, parzen_contract, parzen_joint, sample_image,
+from .dispatch import (bending_energy, bspline_map, bspline_scatter, convolve_axis, parzen_contract, parzen_joint, sample_image,
                        sparse_gram, voxel_world_points)
 from .tables import ImageTable, ParzenParts, SplineTable
 
-__all__ = ["sample_image", "bspline_map", "bspline_scatter", "parzen_joint", "parzen_contract", "convolve_axis",
+__all__ = ["bending_energy", "sample_image", "bspline_map", "bspline_scatter", "parzen_joint", "parzen_contract", "convolve_axis",
            "voxel_world_points", "sparse_gram", "ImageTable", "SplineTable", "ParzenParts"]

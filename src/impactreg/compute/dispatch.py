@@ -13,6 +13,7 @@ operation                 compiled kernel            torch twin
 sample_image              kernels.sample_image       twins.sample_image
 bspline_map               kernels.bspline_map        twins.bspline_map
 bspline_scatter           kernels.bspline_scatter    twins.bspline_scatter
+bending_energy            bending.bending_energy     twins.bending_energy
 parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.parzen_joint,
                           parzen_joint, _contract    twins.parzen_contract
 convolve_axis             kernels.convolve_axis      twins.convolve_axis
@@ -34,9 +35,9 @@ from . import twins
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels
+    from . import bending, kernels
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = None
+    bending = kernels = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 
@@ -92,6 +93,21 @@ def bspline_scatter(table: SplineTable, points: torch.Tensor, d_points: torch.Te
                             d_points.reshape(-1, table.dim).to(pts.dtype).contiguous().numpy())
     return out.to(d_points.dtype)
 
+
+
+def bending_energy(table: SplineTable, params: torch.Tensor, points: torch.Tensor, a: torch.Tensor, scale: float):
+    """(sum over points (N, D) of sum_d ||A^T H_u,d A||^2, its parameter gradient (D * K,) times
+    ``scale`` / 2) for the B-spline on ``table`` with parameters (D * K,), H_u,d the index-space
+    Hessian of output axis d and a (N, D, D) per point; the gradient in the points' dtype."""
+    if not _compiled(points, params, a):
+        return twins.bending_energy(table, params, points, a, scale)
+    sizes, w2i, origin = table.kernel_arrays()
+    grad = torch.zeros(table.dim * table.grid.num_voxels, dtype=torch.float64)
+    pts = points.reshape(-1, table.dim).to(torch.float64).contiguous()
+    value = bending.bending_energy(params.detach().to(torch.float64).contiguous().numpy(), sizes, table.order, w2i,
+                                   origin, pts.numpy(), a.to(torch.float64).contiguous().numpy(),
+                                   float(scale), grad.numpy())
+    return float(value), grad.to(points.dtype)
 
 def parzen_joint(fixed, moving, f: torch.Tensor, m: torch.Tensor, derivative: bool = False):
     """The Parzen joint histogram p (Bf, Bm) of fixed values f (N,) and moving values m (N,),
