@@ -22,16 +22,20 @@ sparse_gram               kernels.sparse_gram        twins.sparse_gram
 ========================  =========================  =========================================
 
 A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
-the choice in the ``ParzenParts`` it returns, which ``parzen_contract`` follows.
+the choice in the ``ParzenParts`` it returns, which ``parzen_contract`` follows. An image
+sampling of PARALLEL_WORK or more, with torch given more than one thread, runs on those threads
+(``kernels.sample_image_threads``) where ``compute.parallel`` measures that to be faster.
 """
 from __future__ import annotations
 
 import os
+import threading
 
 import torch
 
 from ..geometry import Grid
 from . import twins
+from .parallel import ThreadChoice
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
@@ -40,6 +44,8 @@ except ImportError:  # numba missing: the torch twins do everything
     bending = kernels = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
+PARALLEL_WORK = 1 << 20  # multiply-adds of one image sampling from which the registration's threads share it
+_PARALLEL = threading.Lock()  # one parallel sampling at a time: a concurrent caller samples on its own thread
 
 
 def _compiled(*tensors: torch.Tensor) -> bool:
@@ -63,8 +69,21 @@ def sample_image(table: ImageTable, points: torch.Tensor, gradient: bool = False
     values = torch.empty((n, table.channels), dtype=table.dtype)
     grads = torch.empty((n, table.channels, dim) if gradient else (1, 1, 1), dtype=table.dtype)
     inside = torch.empty(n, dtype=torch.bool)
-    kernels.sample_image(coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default,
-                         values.numpy(), grads.numpy(), inside.numpy(), table.mirror_linear)
+    args = (coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default, values.numpy(),
+            grads.numpy(), inside.numpy(), table.mirror_linear)
+    threads = torch.get_num_threads()
+    work = n * table.channels * (table.order + 1) ** dim * (4 if gradient else 1)
+    if threads > 1 and work >= PARALLEL_WORK:
+        choice = table.thread_choices.setdefault(gradient, ThreadChoice())
+        split = choice.parallel() and _PARALLEL.acquire(blocking=False)
+        try:
+            choice.run(split, work, lambda: kernels.sample_image_threads(threads, *args) if split
+                       else kernels.sample_image(*args))
+        finally:
+            if split:
+                _PARALLEL.release()
+    else:
+        kernels.sample_image(*args)
     return values, (grads if gradient else None), inside
 
 

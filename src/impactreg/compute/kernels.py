@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 MAX_TAPS = 6
 PREFETCH_ABOVE = 1 << 20  # coefficients (~4 MB float32): beyond the L2 cache, misses dominate
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # fastmath without assuming no NaN/inf
+SEPARABLE_CHANNELS = 4  # cubic sampling with gradients sums x rows first from this many channels (feature maps)
 
 
 @njit(cache=True, inline="always")
@@ -126,7 +128,41 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
     mirrors them (``mirror_linear``) as the order-1 B-spline does.
 
     Fills values (N, C), world-unit gradients (N, C, D) when ``want_grad``, inside (N,)."""
-    n_points, dim = points.shape
+    n_points = points.shape[0]
+    if coef.size > PREFETCH_ABOVE and n_points > 0:
+        values[0, 0] = _touch(coef, w2i, origin, points)
+    _sample_points(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear,
+                   0, n_points)
+
+
+@njit(cache=True, fastmath=FAST, parallel=True)
+def sample_image_parallel(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear,
+                          chunks):
+    """``sample_image`` on ``chunks`` consecutive blocks of the points at once (numba's threads;
+    each point's arithmetic is the serial kernel's, so the results are the same bits)."""
+    n_points = points.shape[0]
+    for chunk in prange(chunks):
+        lo = chunk * n_points // chunks
+        hi = (chunk + 1) * n_points // chunks
+        if coef.size > PREFETCH_ABOVE and hi > lo:
+            values[lo, 0] = _touch(coef, w2i, origin, points[lo:hi])
+        _sample_points(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear,
+                       lo, hi)
+
+
+def sample_image_threads(threads, coef, order, w2i, origin, points, want_grad, default, values, grads, inside,
+                         mirror_linear):
+    """``sample_image`` on ``threads`` of numba's threads (at most as many as it started)."""
+    threads = max(1, min(int(threads), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)  # per calling thread: concurrent callers keep their own
+    sample_image_parallel(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear,
+                          threads)
+
+
+@njit(cache=True, fastmath=FAST)
+def _sample_points(coef, order, w2i, origin, points, want_grad, default, values, grads, inside, mirror_linear, lo, hi):
+    """``sample_image`` for points lo..hi - 1."""
+    dim = points.shape[1]
     channels = coef.shape[3]
     sizes = (coef.shape[2], coef.shape[1], coef.shape[0])
     idx = np.zeros((3, MAX_TAPS), dtype=np.int64)
@@ -139,9 +175,7 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
     acc_y = np.zeros(channels)
     acc_z = np.zeros(channels)
     w[2, 0] = 1.0
-    if coef.size > PREFETCH_ABOVE and n_points > 0:
-        values[0, 0] = _touch(coef, w2i, origin, points)
-    for p in range(n_points):
+    for p in range(lo, hi):
         ok = True
         for e in range(dim):
             ue = 0.0
@@ -200,7 +234,29 @@ def sample_image(coef, order, w2i, origin, points, want_grad, default, values, g
             acc_x[:] = 0.0
             acc_y[:] = 0.0
             acc_z[:] = 0.0
-        for kz in range(ntaps[2]):
+        if want_grad and order == 3 and channels >= SEPARABLE_CHANNELS:  # x rows first: two row sums feed four sums
+            ix0, ix1, ix2, ix3 = idx[0, 0], idx[0, 1], idx[0, 2], idx[0, 3]
+            wx0, wx1, wx2, wx3 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
+            dx0, dx1, dx2, dx3 = dw[0, 0], dw[0, 1], dw[0, 2], dw[0, 3]
+            for kz in range(ntaps[2]):
+                iz = idx[2, kz]
+                for ky in range(4):
+                    iy = idx[1, ky]
+                    wzy = w[2, kz] * w[1, ky]
+                    dzy = dw[2, kz] * w[1, ky]
+                    wdy = w[2, kz] * dw[1, ky]
+                    for c in range(channels):
+                        v0, v1, v2, v3 = coef[iz, iy, ix0, c], coef[iz, iy, ix1, c], coef[iz, iy, ix2, c], coef[iz, iy, ix3, c]
+                        s0 = wx0 * v0 + wx1 * v1 + wx2 * v2 + wx3 * v3
+                        s1 = dx0 * v0 + dx1 * v1 + dx2 * v2 + dx3 * v3
+                        acc[c] += wzy * s0
+                        acc_x[c] += wzy * s1
+                        acc_y[c] += wdy * s0
+                        acc_z[c] += dzy * s0
+            ntaps_z = 0  # done: skip the general tap loop below
+        else:
+            ntaps_z = ntaps[2]
+        for kz in range(ntaps_z):
             iz = idx[2, kz]
             for ky in range(ntaps[1]):
                 iy = idx[1, ky]

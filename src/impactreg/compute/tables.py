@@ -34,6 +34,7 @@ class ImageTable:
         self.upper = torch.tensor([n - 0.5 for n in grid.size], dtype=self.dtype, device=self.device)
         self.taps = torch.arange(order + 1, device=self.device, dtype=self.dtype)
         self._kernel_arrays = None
+        self.thread_choices: dict = {}  # gradient or not -> parallel.ThreadChoice of the compiled sampling
 
     def kernel_arrays(self):
         """(coefficients (Z, Y, X, C) channel-last, Z = 1 in 2D; world-to-index (D, D) and origin
