@@ -20,7 +20,6 @@ MAX_TAPS = 6
 PREFETCH_ABOVE = 1 << 20  # coefficients (~4 MB float32): beyond the L2 cache, misses dominate
 TOUCH_BLOCK = 16  # points whose B-spline supports are loaded ahead at once (orders 2-5)
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # fastmath without assuming no NaN/inf
-SEPARABLE_CHANNELS = 4  # cubic sampling with gradients sums x rows first from this many channels (feature maps)
 
 
 @njit(cache=True, inline="always")
@@ -217,11 +216,11 @@ def _sample_points(coef, order, w2i, origin, points, want_grad, default, values,
     w[2, 0] = 1.0
     touch = coef.size > PREFETCH_ABOVE and order >= 2
     block = TOUCH_BLOCK if touch else max(hi - lo, 1)
-    for first in range(lo, hi, block):
-        last = min(hi, first + block)
+    for block_lo in range(lo, hi, block):
+        block_hi = min(hi, block_lo + block)
         if touch:
-            values[first, 0] = _touch_supports(coef, order, w2i, origin, points, first, last)
-        for p in range(first, last):
+            values[block_lo, 0] = _touch_supports(coef, order, w2i, origin, points, block_lo, block_hi)
+        for p in range(block_lo, block_hi):
             ok = True
             for e in range(dim):
                 ue = 0.0
@@ -280,29 +279,7 @@ def _sample_points(coef, order, w2i, origin, points, want_grad, default, values,
                 acc_x[:] = 0.0
                 acc_y[:] = 0.0
                 acc_z[:] = 0.0
-            if want_grad and order == 3 and channels >= SEPARABLE_CHANNELS:  # x rows first: two row sums feed four sums
-                ix0, ix1, ix2, ix3 = idx[0, 0], idx[0, 1], idx[0, 2], idx[0, 3]
-                wx0, wx1, wx2, wx3 = w[0, 0], w[0, 1], w[0, 2], w[0, 3]
-                dx0, dx1, dx2, dx3 = dw[0, 0], dw[0, 1], dw[0, 2], dw[0, 3]
-                for kz in range(ntaps[2]):
-                    iz = idx[2, kz]
-                    for ky in range(4):
-                        iy = idx[1, ky]
-                        wzy = w[2, kz] * w[1, ky]
-                        dzy = dw[2, kz] * w[1, ky]
-                        wdy = w[2, kz] * dw[1, ky]
-                        for c in range(channels):
-                            v0, v1, v2, v3 = coef[iz, iy, ix0, c], coef[iz, iy, ix1, c], coef[iz, iy, ix2, c], coef[iz, iy, ix3, c]
-                            s0 = wx0 * v0 + wx1 * v1 + wx2 * v2 + wx3 * v3
-                            s1 = dx0 * v0 + dx1 * v1 + dx2 * v2 + dx3 * v3
-                            acc[c] += wzy * s0
-                            acc_x[c] += wzy * s1
-                            acc_y[c] += wdy * s0
-                            acc_z[c] += dzy * s0
-                ntaps_z = 0  # done: skip the general tap loop below
-            else:
-                ntaps_z = ntaps[2]
-            for kz in range(ntaps_z):
+            for kz in range(ntaps[2]):
                 iz = idx[2, kz]
                 for ky in range(ntaps[1]):
                     iy = idx[1, ky]
