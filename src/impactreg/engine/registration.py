@@ -112,7 +112,7 @@ class Level:
         self.samples = self.redraw()
 
     def samples_at(self, points: torch.Tensor) -> Samples:
-        return Samples(points, self.fixed_interp(points).values[:, 0])
+        return Samples(points, lambda at: self.fixed_interp(at).values[:, 0])
 
     def redraw(self) -> Samples:
         self.samples = self.samples_at(self.sampler.sample())
