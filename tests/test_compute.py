@@ -80,6 +80,19 @@ def test_parallel_image_sampling_equals_serial(order, channels, gradient):
             np.testing.assert_array_equal(grads, results[0][1])
 
 
+
+@pytest.mark.parametrize("channels", [1, 4, 12])
+def test_sampled_values_do_not_depend_on_the_gradient(channels):
+    """The same bits with and without gradients (a metric of two maps of one image compares values
+    sampled both ways: L1 at identical images must have no gradient)."""
+    grid = _oblique_grid(3, (20, 18, 16), (1.2, 0.9, 2.0), 11)
+    coef = torch.randn(channels, grid.num_voxels, generator=torch.Generator().manual_seed(2))
+    interp = compute.ImageTable(coef, grid, 3, 0.0)
+    points = torch.from_numpy(grid.index_to_world(np.random.default_rng(3).uniform(-1, 17, (800, 3)))).float()
+    plain, _, _ = compute.sample_image(interp, points)
+    with_gradient, gradients, _ = compute.sample_image(interp, points, gradient=True)
+    assert torch.equal(plain, with_gradient) and bool(gradients.abs().sum() > 0)
+
 def test_large_samplings_run_on_the_faster_way(monkeypatch):
     """With 2 torch threads a large sampling tries both ways and then keeps the faster one (here
     the split one: the serial one is made slow); a small one, or one thread, always runs serially."""
