@@ -102,7 +102,7 @@ def test_large_samplings_run_on_the_faster_way(monkeypatch):
 
     calls = []
     monkeypatch.setattr(kernels, "sample_image_threads", lambda threads, *a: calls.append("split"))
-    monkeypatch.setattr(kernels, "sample_image", lambda *a: calls.append("serial") or time.sleep(0.002))
+    monkeypatch.setattr(kernels, "sample_image", lambda *a: calls.append("serial") or time.sleep(0.05))
     monkeypatch.setattr(dispatch, "ENABLED", True)
     grid = Grid.identity((40, 40, 40))
     table = compute.ImageTable(torch.zeros(12, grid.num_voxels), grid, 3, 0.0)
