@@ -6,8 +6,8 @@ initial transform's Jacobian when the B-spline is composed after one), the world
 axis d is H_d = A^T H_u,d A, with H_u,d[e, f] = sum_k c_d[k] B_ef(u - k) (B_ef the tensor product
 of the per-axis basis functions, differentiated once along e and once along f). The value is
 sum_d ||H_d||^2; its gradient on c_d[k] is sum_ef (A 2 H_d A^T)[e, f] B_ef(u - k), added times
-``scale`` / 2 (scale = 2 / N: the gradient of the mean over N points). The second-derivative weights of each point are
-computed inline (float64).
+``scale`` / 2 (scale = 2 / N: the gradient of the mean over N points). The second-derivative
+weights of each point are computed inline (float64).
 """
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import numpy as np
 from numba import njit
 
 from .kernels import FAST, MAX_TAPS, _cubic, _cubic_derivative, _kernel, _kernel_derivative
+
 
 @njit(cache=True, inline="always")
 def _second_derivative(t, order):
