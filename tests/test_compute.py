@@ -48,6 +48,101 @@ def test_image_sampling_matches_torch(monkeypatch, dim, order):
     assert torch.all(fast.values[~fast.inside] == -7.0)
 
 
+
+@pytest.mark.parametrize("order, channels", [(3, 12), (3, 1), (1, 4), (4, 5)])
+@pytest.mark.parametrize("gradient", [False, True])
+def test_parallel_image_sampling_equals_serial(order, channels, gradient):
+    """The same bits on 1 and on 2 threads, for more chunks than points too (with several channels, on a
+    map large enough for the load-only pass)."""
+    grid = _oblique_grid(3, (70, 64, 60), (1.2, 0.9, 2.0), 9)
+    coef = torch.randn(channels, grid.num_voxels, generator=torch.Generator().manual_seed(1))
+    table = compute.ImageTable(coef, grid, order, -3.0)
+    arrays = table.kernel_arrays()
+    assert (arrays[0].size > kernels.PREFETCH_ABOVE) == (channels > 1)
+    index = np.random.default_rng(order).uniform(-2, np.asarray(grid.size) + 1.0, (997, 3))
+    points = grid.index_to_world(index)
+    results = []
+    for threads in (None, 2, 1500):
+        n = len(points)
+        values, grads, inside = np.empty((n, channels)), np.empty((n, channels, 3)), np.empty(n, dtype=np.bool_)
+        args = (*arrays, points, gradient, -3.0, values, grads, inside, False)
+        args = (arrays[0], order) + args[1:]
+        if threads is None:
+            kernels.sample_image(*args)
+        else:
+            kernels.sample_image_threads(threads, *args)
+        results.append((values, grads if gradient else None, inside))
+    assert 0 < results[0][2].sum() < len(points)
+    for values, grads, inside in results[1:]:
+        np.testing.assert_array_equal(values, results[0][0])
+        np.testing.assert_array_equal(inside, results[0][2])
+        if gradient:
+            np.testing.assert_array_equal(grads, results[0][1])
+
+
+
+@pytest.mark.parametrize("channels", [1, 4, 12])
+def test_sampled_values_do_not_depend_on_the_gradient(channels):
+    """The same bits with and without gradients (a metric of two maps of one image compares values
+    sampled both ways: L1 at identical images must have no gradient)."""
+    grid = _oblique_grid(3, (20, 18, 16), (1.2, 0.9, 2.0), 11)
+    coef = torch.randn(channels, grid.num_voxels, generator=torch.Generator().manual_seed(2))
+    interp = compute.ImageTable(coef, grid, 3, 0.0)
+    points = torch.from_numpy(grid.index_to_world(np.random.default_rng(3).uniform(-1, 17, (800, 3)))).float()
+    plain, _, _ = compute.sample_image(interp, points)
+    with_gradient, gradients, _ = compute.sample_image(interp, points, gradient=True)
+    assert torch.equal(plain, with_gradient) and bool(gradients.abs().sum() > 0)
+
+def test_large_samplings_run_on_the_faster_way(monkeypatch):
+    """With 2 torch threads a large sampling tries both ways and then keeps the faster one (here
+    the split one: the serial one is made slow); a small one, or one thread, always runs serially."""
+    from impactreg.compute import parallel
+
+    import time
+
+    calls = []
+    monkeypatch.setattr(kernels, "sample_image_threads", lambda threads, *a: calls.append("split"))
+    monkeypatch.setattr(kernels, "sample_image", lambda *a: calls.append("serial") or time.sleep(0.05))
+    monkeypatch.setattr(dispatch, "ENABLED", True)
+    grid = Grid.identity((40, 40, 40))
+    table = compute.ImageTable(torch.zeros(12, grid.num_voxels), grid, 3, 0.0)
+    small = compute.ImageTable(torch.zeros(1, grid.num_voxels), grid, 1, 0.0)
+    points = torch.full((2000, 3), 20.0)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        compute.sample_image(small, points, gradient=True)
+        assert calls == ["serial"]
+        calls.clear()
+        for _ in range(parallel.PROBE_EVERY):
+            compute.sample_image(table, points, gradient=True)
+        assert calls[:2] == ["split", "serial"]  # each way once, then the faster, the slower as a probe
+        assert calls[2:] == ["split"] * (parallel.PROBE_EVERY - 3) + ["serial"]
+        torch.set_num_threads(1)
+        calls.clear()
+        compute.sample_image(table, points, gradient=True)
+        assert calls == ["serial"]
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_thread_choice_follows_the_measured_times():
+    from impactreg.compute.parallel import PROBE_EVERY, ThreadChoice
+
+    choice = ThreadChoice()
+    seconds = {True: 0.002, False: 0.001}
+    ways = []
+    for _ in range(3 * PROBE_EVERY):
+        way = choice.parallel()
+        ways.append(way)
+        choice.rate[way] = seconds[way]  # as run() records, without the clock
+    assert ways[:2] == [True, False] and ways.count(True) == 4  # tried first, then probed 3 times
+    seconds[True] = 0.0005  # the other cores became free: the next probe finds it
+    for _ in range(PROBE_EVERY + 1):
+        way = choice.parallel()
+        choice.rate[way] = seconds[way]
+    assert choice.parallel() is True
+
 def test_image_sampling_keeps_the_interpolator_dtype(monkeypatch):
     grid = _oblique_grid(3, (9, 8, 7), (1.0, 1.0, 1.5), 2)
     image = Image(torch.randn(1, 7, 8, 9), grid)
@@ -72,6 +167,28 @@ def test_bspline_map_and_parameter_gradient_match_torch(monkeypatch, dim, order)
     torch.testing.assert_close(fast[1], slow[1], rtol=0, atol=1e-11)
     assert bool((fast[0] == points).all(dim=1).any())  # points outside the support are not displaced
 
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("order", [1, 2, 3])
+def test_bending_energy_matches_torch(monkeypatch, dim, order):
+    """Value and parameter gradient of the bending energy, alone and composed after an affine
+    transform (a Jacobian per point), some supports leaving the control grid."""
+    from impactreg.metrics.penalties import bending_energy_value_and_gradient
+    from impactreg.transforms import AffineTransform, CombinationTransform
+
+    grid = _oblique_grid(dim, (8, 7, 6), (10.0, 12.0, 9.0), 5)
+    rng = np.random.default_rng(10 + order)
+    spline = BSplineTransform(grid, order, torch.from_numpy(rng.normal(size=dim * grid.num_voxels) * 3))
+    points = torch.from_numpy(grid.index_to_world(rng.uniform(-1, np.asarray(grid.size) + 0.0, (500, dim))))
+    matrix = np.eye(dim) * 1.05 + rng.normal(size=(dim, dim)) * 0.05
+    affine = AffineTransform(dim, np.concatenate([matrix.ravel(), rng.normal(size=dim)]), grid.origin)
+    assert not bool(spline.table.support(points)[4].all())
+    for transform in (spline, CombinationTransform(affine, spline)):
+        fast, slow = _both(monkeypatch, lambda: bending_energy_value_and_gradient(transform, points))
+        assert slow[0] > 0
+        assert fast[0] == pytest.approx(slow[0], rel=1e-12)
+        torch.testing.assert_close(fast[1], slow[1], rtol=1e-10, atol=1e-12 * float(slow[1].abs().max()))
 
 def test_kernels_step_aside_for_autograd(monkeypatch):
     monkeypatch.setattr(dispatch, "ENABLED", True)

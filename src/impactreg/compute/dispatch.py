@@ -14,6 +14,7 @@ sample_image              kernels.sample_image       twins.sample_image
 sample_values             point_sampler.values       twins.sample_image (values of channel 0)
 bspline_map               kernels.bspline_map        twins.bspline_map
 bspline_scatter           kernels.bspline_scatter    twins.bspline_scatter
+bending_energy            bending.bending_energy     twins.bending_energy
 parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.parzen_joint,
                           parzen_joint, _contract    twins.parzen_contract
 convolve_axis             kernels.convolve_axis,     twins.convolve_axis (then the stride)
@@ -29,25 +30,31 @@ linear_intensity          linear_metrics.mattes_mi,  none: None, and the caller 
 ========================  =========================  =========================================
 
 A Parzen histogram is one operation kind: ``parzen_joint`` decides for its taps and records
-the choice in the ``ParzenParts`` it returns, which ``parzen_contract`` follows.
+the choice in the ``ParzenParts`` it returns, which ``parzen_contract`` follows. An image
+sampling of PARALLEL_WORK or more, with torch given more than one thread, runs on those threads
+(``kernels.sample_image_threads``) where ``compute.parallel`` measures that to be faster.
 """
 from __future__ import annotations
 
 import os
+import threading
 
 import numpy as np
 import torch
 
 from ..geometry import Grid
 from . import twins
+from .parallel import ThreadChoice
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import kernels, linear_metrics, point_sampler, random_coordinates, smoothing
+    from . import bending, kernels, linear_metrics, point_sampler, random_coordinates, smoothing
 except ImportError:  # numba missing: the torch twins do everything
-    kernels = linear_metrics = point_sampler = random_coordinates = smoothing = None
+    bending = kernels = linear_metrics = point_sampler = random_coordinates = smoothing = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
+PARALLEL_WORK = 1 << 20  # multiply-adds of one image sampling from which the registration's threads share it
+_PARALLEL = threading.Lock()  # one parallel sampling at a time: a concurrent caller samples on its own thread
 
 
 def _compiled(*tensors: torch.Tensor) -> bool:
@@ -71,8 +78,21 @@ def sample_image(table: ImageTable, points: torch.Tensor, gradient: bool = False
     values = torch.empty((n, table.channels), dtype=table.dtype)
     grads = torch.empty((n, table.channels, dim) if gradient else (1, 1, 1), dtype=table.dtype)
     inside = torch.empty(n, dtype=torch.bool)
-    kernels.sample_image(coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default,
-                         values.numpy(), grads.numpy(), inside.numpy(), table.mirror_linear)
+    args = (coef, table.order, w2i, origin, points.contiguous().numpy(), gradient, table.default, values.numpy(),
+            grads.numpy(), inside.numpy(), table.mirror_linear)
+    threads = torch.get_num_threads()
+    work = n * table.channels * (table.order + 1) ** dim * (4 if gradient else 1)
+    if threads > 1 and work >= PARALLEL_WORK:
+        choice = table.thread_choices.setdefault(gradient, ThreadChoice())
+        split = choice.parallel() and _PARALLEL.acquire(blocking=False)
+        try:
+            choice.run(split, work, lambda: kernels.sample_image_threads(threads, *args) if split
+                       else kernels.sample_image(*args))
+        finally:
+            if split:
+                _PARALLEL.release()
+    else:
+        kernels.sample_image(*args)
     return values, (grads if gradient else None), inside
 
 
@@ -115,6 +135,21 @@ def bspline_scatter(table: SplineTable, points: torch.Tensor, d_points: torch.Te
                             d_points.reshape(-1, table.dim).to(pts.dtype).contiguous().numpy())
     return out.to(d_points.dtype)
 
+
+
+def bending_energy(table: SplineTable, params: torch.Tensor, points: torch.Tensor, a: torch.Tensor, scale: float):
+    """(sum over points (N, D) of sum_d ||A^T H_u,d A||^2, its parameter gradient (D * K,) times
+    ``scale`` / 2) for the B-spline on ``table`` with parameters (D * K,), H_u,d the index-space
+    Hessian of output axis d and a (N, D, D) per point; the gradient in the points' dtype."""
+    if not _compiled(points, params, a):
+        return twins.bending_energy(table, params, points, a, scale)
+    sizes, w2i, origin = table.kernel_arrays()
+    grad = torch.zeros(table.dim * table.grid.num_voxels, dtype=torch.float64)
+    pts = points.reshape(-1, table.dim).to(torch.float64).contiguous()
+    value = bending.bending_energy(params.detach().to(torch.float64).contiguous().numpy(), sizes, table.order, w2i,
+                                   origin, pts.numpy(), a.to(torch.float64).contiguous().numpy(),
+                                   float(scale), grad.numpy())
+    return float(value), grad.to(points.dtype)
 
 def parzen_joint(fixed, moving, f: torch.Tensor, m: torch.Tensor, derivative: bool = False):
     """The Parzen joint histogram p (Bf, Bm) of fixed values f (N,) and moving values m (N,),

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from ..geometry import Grid
-from .basis import bspline_kernel, bspline_kernel_derivative
+from .basis import bspline_kernel, bspline_kernel_derivative, bspline_kernel_second_derivative
 
 
 class ImageTable:
@@ -34,6 +34,7 @@ class ImageTable:
         self.upper = torch.tensor([n - 0.5 for n in grid.size], dtype=self.dtype, device=self.device)
         self.taps = torch.arange(order + 1, device=self.device, dtype=self.dtype)
         self._kernel_arrays = None
+        self.thread_choices: dict = {}  # gradient or not -> parallel.ThreadChoice of the compiled sampling
 
     def kernel_arrays(self):
         """(coefficients (Z, Y, X, C) channel-last, Z = 1 in 2D; world-to-index (D, D) and origin
@@ -113,6 +114,29 @@ class SplineTable:
         result = (flat, weight, w, dw, valid)
         self._support_cache = (points, points._version, result)
         return result
+
+    def hessian_weights(self, points: torch.Tensor):
+        """Flat coefficient indices (N, K), validity (N,) and index-space W (N, K, D, D) with
+        d^2 T_d / du_e du_f = sum_k coef_d[k] W[n, k, e, f] at points (..., D); world units follow
+        from u = world_to_index_matrix @ (x - origin)."""
+        u = self.grid.world_to_index(points.reshape(-1, self.dim))
+        start = torch.floor(u - (self.order - 1) / 2.0)
+        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
+        t = u[:, :, None] - (start[:, :, None] + taps)
+        bases = [bspline_kernel(t, self.order), bspline_kernel_derivative(t, self.order),
+                 bspline_kernel_second_derivative(t, self.order)]
+        flat, _, _, _, valid = self.support(points)
+        n = flat.shape[0]
+        w_u = torch.zeros(n, flat.shape[1], self.dim, self.dim, dtype=points.dtype, device=points.device)
+        for e in range(self.dim):
+            for f in range(e, self.dim):
+                orders = [int(a == e) + int(a == f) for a in range(self.dim)]
+                w = bases[orders[0]][:, 0]
+                for a in range(1, self.dim):
+                    w = (w[:, :, None] * bases[orders[a]][:, a][:, None, :]).reshape(n, -1)
+                w_u[:, :, e, f] = w
+                w_u[:, :, f, e] = w
+        return flat, valid, w_u * valid[:, None, None, None].to(points.dtype)
 
 
 @dataclass

@@ -106,6 +106,24 @@ def bspline_scatter(table: SplineTable, points: torch.Tensor, d_points: torch.Te
     return grad.reshape(-1)
 
 
+
+def bending_energy(table: SplineTable, params: torch.Tensor, points: torch.Tensor, a: torch.Tensor, scale: float):
+    """(sum over points (N, D) of sum_d ||A^T H_u,d A||^2, its gradient on the parameters (D * K,)
+    times ``scale`` / 2) for index-space Hessians H_u,d and matrices a (N, D, D) (see
+    compute.bending); in the points' dtype."""
+    flat, _, weights = table.hessian_weights(points)  # (N, K), (N, K, D, D) in index space
+    n, k = flat.shape
+    dim = table.dim
+    coef = params.to(points.dtype).reshape(dim, -1).index_select(1, flat.reshape(-1)).reshape(dim, n, k)
+    hess_u = torch.einsum("dnk,nkef->ndef", coef, weights)
+    hess = a.transpose(1, 2)[:, None] @ hess_u @ a[:, None]  # (N, D, D, D): A^T H_u A per output axis
+    value = float((hess ** 2).sum())
+    d_hess_u = a[:, None] @ (hess * scale) @ a.transpose(1, 2)[:, None]
+    per_tap = torch.einsum("ndef,nkef->dnk", d_hess_u, weights)
+    grad = torch.zeros(dim, table.grid.num_voxels, dtype=points.dtype, device=points.device)
+    grad.index_add_(1, flat.reshape(-1), per_tap.reshape(dim, -1))
+    return value, grad.reshape(-1)
+
 # Parzen joint histogram -------------------------------------------------------------------
 
 def parzen_limit(binning, v: torch.Tensor):

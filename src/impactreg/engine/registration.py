@@ -119,7 +119,7 @@ class Level:
         self.samples = self.redraw()
 
     def samples_at(self, points: torch.Tensor) -> Samples:
-        return Samples(points, self.fixed_interp.values(points))
+        return Samples(points, self.fixed_interp.values)  # the fixed values when a metric first asks
 
     def redraw(self) -> Samples:
         self.samples = self.samples_at(self.sampler.sample())

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import torch
 
+from .. import compute
 from ..transforms import BSplineTransform, CombinationTransform, Transform
 from .protocol import Metric, Samples
 
@@ -42,21 +43,13 @@ def bending_energy_value_and_gradient(transform: Transform, points: torch.Tensor
 
 
 def _accumulate_bending_energy(current, transform, points, scale: float, grad: torch.Tensor) -> float:
-    """Adds ``scale`` x d/dcoef sum_n ||H_n||^2 over ``points`` into ``grad`` (D, coefficients); returns the sum."""
+    """Adds ``scale`` x d/dcoef sum_n ||H_n||^2 / 2 over ``points`` into ``grad`` (D, coefficients); returns the sum."""
     _, at, pullback = spline_and_pullback(transform, points)
-    flat, _, weights = current.hessian_weights(at)  # (N, K), (N, K, D, D) in index space
-    n, k = flat.shape
     dim = current.dim
-    a = torch.tensor(current.grid.world_to_index_matrix, dtype=points.dtype, device=points.device).expand(n, dim, dim)
-    if pullback is not None:
-        a = a @ pullback.to(points.dtype)
-    coef = current.parameters.to(points.dtype).reshape(dim, -1).index_select(1, flat.reshape(-1)).reshape(dim, n, k)
-    hess_u = torch.einsum("dnk,nkef->ndef", coef, weights)
-    hess = a.transpose(1, 2)[:, None] @ hess_u @ a[:, None]  # (N, D, D, D): A^T H_u A per output axis
-    value = float((hess ** 2).sum())
-    d_hess_u = a[:, None] @ (hess * scale) @ a.transpose(1, 2)[:, None]
-    per_tap = torch.einsum("ndef,nkef->dnk", d_hess_u, weights)
-    grad.index_add_(1, flat.reshape(-1), per_tap.reshape(dim, -1))
+    a = torch.tensor(current.grid.world_to_index_matrix, dtype=points.dtype, device=points.device)
+    a = a @ pullback.to(points.dtype) if pullback is not None else a.expand(1, dim, dim)
+    value, block_grad = compute.bending_energy(current.table, current.parameters, at, a, scale)
+    grad += block_grad.reshape(dim, -1)
     return value
 
 

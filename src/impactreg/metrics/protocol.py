@@ -16,6 +16,7 @@ grid) sets ``uses_samples = False``: its ``valid`` is not held against the sampl
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -71,13 +72,20 @@ class LevelContext:
 class Samples:
     """One draw of fixed-space sample points (N, D) in mm, with the fixed image's values there (N,).
 
-    Metrics that sample the moving image at the same mapped points share one evaluation per
-    transform through ``moving``.
+    The values may be given as a function of the points, evaluated when a metric first asks
+    (metrics of features, penalties and point sets never do). Metrics that sample the moving image
+    at the same mapped points share one evaluation per transform through ``moving``.
     """
 
     points: torch.Tensor
-    fixed_values: torch.Tensor
+    fixed: torch.Tensor | Callable[[torch.Tensor], torch.Tensor]
     _cache: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def fixed_values(self) -> torch.Tensor:
+        if callable(self.fixed):
+            self.fixed = self.fixed(self.points)
+        return self.fixed
 
     def moving(self, transform, interpolator: Interpolator, mask: Interpolator | None):
         """(mapped points, moving samples with gradients, valid bool (N,)) for ``transform``."""

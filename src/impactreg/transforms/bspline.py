@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 
 from .. import compute
-from ..compute.basis import bspline_kernel, bspline_kernel_derivative, bspline_kernel_second_derivative
 from ..geometry import Grid
 from .base import SparseJacobian, Transform
 
@@ -77,26 +76,8 @@ class BSplineTransform(Transform):
 
     def hessian_weights(self, points):
         """Flat coefficient indices (N, K), validity (N,) and index-space W (N, K, D, D) with
-        d^2 T_d / du_e du_f = sum_k coef_d[k] W[n, k, e, f]; world units follow from
-        u = world_to_index_matrix @ (x - origin)."""
-        u = self.grid.world_to_index(points.reshape(-1, self.dim))
-        start = torch.floor(u - (self.order - 1) / 2.0)
-        taps = torch.arange(self.order + 1, device=u.device, dtype=u.dtype)
-        t = u[:, :, None] - (start[:, :, None] + taps)
-        bases = [bspline_kernel(t, self.order), bspline_kernel_derivative(t, self.order),
-                   bspline_kernel_second_derivative(t, self.order)]
-        flat, _, _, _, valid = self._support(points)
-        n = flat.shape[0]
-        w_u = torch.zeros(n, flat.shape[1], self.dim, self.dim, dtype=points.dtype, device=points.device)
-        for e in range(self.dim):
-            for f in range(e, self.dim):
-                orders = [int(a == e) + int(a == f) for a in range(self.dim)]
-                w = bases[orders[0]][:, 0]
-                for a in range(1, self.dim):
-                    w = (w[:, :, None] * bases[orders[a]][:, a][:, None, :]).reshape(n, -1)
-                w_u[:, :, e, f] = w
-                w_u[:, :, f, e] = w
-        return flat, valid, w_u * valid[:, None, None, None].to(points.dtype)
+        d^2 T_d / du_e du_f = sum_k coef_d[k] W[n, k, e, f]; see compute.SplineTable.hessian_weights."""
+        return self.table.hessian_weights(points)
 
     def spatial_hessian(self, points, parameters=None):
         """d^2 T_d / dx_i dx_j at points (N, D) -> (N, D, D, D), differentiable in the parameters."""

@@ -125,20 +125,31 @@ class StaticMode:
         n_valid = int(valid.sum())
         if n_valid < 2:
             return 0.0, torch.zeros(transform.number_of_parameters, dtype=torch.float64, device=x.device), n_valid
+        everywhere = n_valid == points.shape[0]
+
+        def counted(t: torch.Tensor, subset: torch.Tensor | None) -> torch.Tensor:
+            t = t if everywhere else t[valid]
+            return t if subset is None else t[:, subset]
+
         index = 0
         for k in range(len(x.config.fixed)):
             for j, w in enumerate(x.config.layer_weights[k]):
                 distance = DISTANCES[x.config.distances[k][j]]
                 _, f, m = samples[index]
                 index += 1
-                subset = x.subset(f.values.shape[1], x.config.subset_features[k][j]).to(x.device)
-                fv = f.values[valid][:, subset]
-                mv = m.values[valid][:, subset].detach().requires_grad_(True)
+                channels = f.values.shape[1]
+                subset = x.subset(channels, x.config.subset_features[k][j]).to(x.device)
+                subset = None if torch.equal(subset, torch.arange(channels, device=subset.device)) else subset
+                fv = counted(f.values, subset)
+                mv = counted(m.values, subset).detach().requires_grad_(True)
                 value = w * distance(fv, mv)
                 dm, = torch.autograd.grad(value, mv)
                 total += float(value.detach())
-                contribution = (dm[:, :, None] * m.gradients[valid][:, subset]).sum(1)  # (n, D)
-                d_points[valid] += contribution
+                contribution = (dm[:, :, None] * counted(m.gradients, subset)).sum(1)  # (n, D)
+                if everywhere:
+                    d_points += contribution
+                else:
+                    d_points[valid] += contribution
         if pullback is not None:
             d_points = (pullback.transpose(1, 2) @ d_points.unsqueeze(-1)).squeeze(-1)
         grad = transform.parameter_gradient(points, d_points).to(torch.float64)
