@@ -17,6 +17,7 @@ Times are wall times on this machine; they mean something only on a quiet machin
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -26,7 +27,8 @@ import numpy as np
 import torch
 
 from cases import DATA, Case
-from common import QUICK, DEFAULT, mi_stages, run_elastix, run_impactreg, score, workdir, write_maps
+from common import (QUICK, DEFAULT, RESULTS, load_note, machine, mi_stages, publish, run_elastix, run_impactreg,
+                    score, workdir, write_maps)
 from impactreg.demo import MNI, downsample
 from impactreg.image import read_image, write_image
 from impactreg.learn import LearnSettings, PairFiles, load_model, predict, train
@@ -90,6 +92,39 @@ def summary(rows: list[dict], train_seconds: dict) -> str:
     return "\n".join(lines)
 
 
+def report(args, argv, rows: list[dict], train_seconds: dict, histories: dict, n_bspline: int, load_before: float,
+           done: bool) -> None:
+    """The table so far, written to ``args.out`` after every method (a run cut short keeps what it measured)."""
+    reduced = [] if (args.train, args.held_out, args.epochs) == (24, 8, 30) or not args.similarities else [
+        f"**Reduced schedule: {args.train} training pairs x {args.epochs} epochs (the issue's plan: 24 x 30), "
+        f"{args.held_out} held-out pairs.**  "]
+    title = (f"# The learning path: VoxelMorph-style training (IMPACT, MI, LNCC) against the B-spline engines "
+             f"({args.train} training / {args.held_out} held-out MNI T1 -> T2-like pairs at {args.spacing:g} mm, "
+             f"{args.epochs} epochs)") if args.similarities else (
+        f"# The learning benchmark's B-spline engines on its {args.held_out} held-out MNI T1 -> T2-like pairs at "
+        f"{args.spacing:g} mm")
+    lines = [title, "",
+             f"Command: `OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', '')} PYTHONPATH=src python benchmarks/learn.py "
+             f"{' '.join(argv)}`  ",
+             *reduced,
+             f"Date: {time.strftime('%Y-%m-%dT%H:%M:%S')}; machine: {machine()}  ",
+             f"Load: {load_note(load_before, os.getloadavg()[0])}; the machine was BUSY (other jobs shared its 2 cores): "
+             f"times are from a busy machine, accuracy numbers are not affected  ",
+             f"Network: MONAI UNet {args.features}, strides 2, {args.integration_steps} scaling-and-squaring steps; "
+             f"AdamW lr {args.lr:g}, diffusion regulariser lambda {args.regularization_weight:g}, batch 1, seed 0; "
+             f"instance optimisation: {args.instance_steps} Adam steps (lr 0.1) of the training loss on the pair's field  ",
+             f"B-spline engines at their default settings on {n_bspline} of the {args.held_out} held-out pairs"
+             + ("" if done else "  \n**PARTIAL: the run had not finished when this was written.**"), "",
+             summary(rows, train_seconds), ""]
+    if histories:
+        lines += ["Training loss (mean over the epoch's steps), first -> last epoch:", ""]
+        for label, history in histories.items():
+            first, last = history[0], history[-1]
+            lines.append(f"- {label}: " + ", ".join(f"{k} {first[k]:.4g} -> {last[k]:.4g}" for k in first
+                                                   if k not in ("epoch", "step")))
+    publish(lines, args.out)
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spacing", type=float, default=3.0)
@@ -98,12 +133,19 @@ def main(argv=None) -> int:
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--lambda", dest="regularization_weight", type=float, default=1.0)
     parser.add_argument("--lr", type=float, default=1e-3, help="AdamW learning rate")
-    parser.add_argument("--similarities", nargs="+", default=["impact", "mi", "lncc"], choices=("impact", "mi", "lncc"))
+    parser.add_argument("--similarities", nargs="*", default=["impact", "mi", "lncc"], choices=("impact", "mi", "lncc"),
+                        help="the networks to train; none (with --train 0): the B-spline engines only")
     parser.add_argument("--instance-steps", type=int, default=100)
     parser.add_argument("--bspline-pairs", type=int, default=None, help="held-out pairs run through the B-spline "
                                                                          "engines (default: all)")
     parser.add_argument("--quick-bspline", action="store_true", help="B-spline engines with few iterations (smoke)")
+    parser.add_argument("--models", type=Path, default=None, help="keep the trained models in this folder")
+    parser.add_argument("--out", type=Path, default=RESULTS / "learn.md", help="the report (markdown)")
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    defaults = LearnSettings()
+    args.features, args.integration_steps = defaults.features, defaults.integration_steps
+    load_before = os.getloadavg()[0]
     work = workdir()
     print(f"building {args.train} training and {args.held_out} held-out pairs at {args.spacing:g} mm ...", flush=True)
     training = mni_cohort(args.spacing, [1000 + i for i in range(args.train)])
@@ -112,22 +154,24 @@ def main(argv=None) -> int:
     held_files = [pair_files(c, work / f"held{i:02d}") for i, c in enumerate(held)]
     rows = [{"case": c.name, "method": "identity", "seconds": 0.0, **score(c, impactreg.transforms.TranslationTransform(3))}
             for c in held]
-    train_seconds = {}
+    train_seconds, histories = {}, {}
+    n = len(held) if args.bspline_pairs is None else min(args.bspline_pairs, len(held))
     labels = {"impact": "VoxelMorph + IMPACT (MIND)", "mi": "VoxelMorph + MI", "lncc": "VoxelMorph + LNCC"}
     for similarity in args.similarities:
         label = labels[similarity]
         settings = LearnSettings(similarity=similarity, epochs=args.epochs, seed=0, learning_rate=args.lr,
                                  regularization_weight=args.regularization_weight)
-        model_path = work / f"model_{similarity}.pt"
+        model_path = (args.models or work) / f"model_{similarity}.pt"
         print(f"training {label} ...", flush=True)
         result = train(train_files, model_path, settings, spacing=args.spacing, validation_fraction=0.0,
                        checkpoint_every=0, report=lambda line: print("  " + line, flush=True))
-        train_seconds[label] = result.seconds
+        train_seconds[label], histories[label] = result.seconds, result.history
         rows += learned_rows(label, model_path, held, held_files, 0)
+        report(args, argv, rows, train_seconds, histories, n, load_before, False)
         if similarity == "impact" and args.instance_steps:
             rows += learned_rows(f"{label} + {args.instance_steps} instance steps", model_path, held, held_files,
                                  args.instance_steps)
-    n = len(held) if args.bspline_pairs is None else min(args.bspline_pairs, len(held))
+            report(args, argv, rows, train_seconds, histories, n, load_before, False)
     bench = QUICK if args.quick_bspline else DEFAULT
     for i, case in enumerate(held[:n]):
         print(f"B-spline engines on {case.name} ...", flush=True)
@@ -140,9 +184,8 @@ def main(argv=None) -> int:
                                                         label=f"B-spline impactreg ({DEFAULT_PRESET})")})
         rows.append({"case": case.name, **run_elastix(case, write_maps(mi_stages(case, bench), folder), folder,
                                                        label="B-spline elastix (Mattes MI)")})
-    print()
-    print(summary(rows, train_seconds))
-    print(f"(B-spline engines on {n} of the {len(held)} held-out pairs; wall times from this machine)")
+        report(args, argv, rows, train_seconds, histories, n, load_before, False)
+    report(args, argv, rows, train_seconds, histories, n, load_before, True)
     return 0
 
 

@@ -260,6 +260,23 @@ def test_impact_loss_is_differentiable_in_both_inputs(smooth_model):
         impactreg.IMPACT("MIND/R1D2", dimension=3, distance="L7")
 
 
+def test_impact_loss_with_precomputed_fixed_features_equals_the_full_loss(smooth_model):
+    loss = impactreg.IMPACT(str(smooth_model), dimension=2, layers_mask="11", weights=[1.0, 0.5], distance="L1")
+    fixed = torch.rand(2, 1, 20, 24)
+    mask = torch.zeros(2, 1, 20, 24)
+    mask[0, :, 3:17, 4:20] = 1
+    mask[1, :, 6:12, 2:22] = 1
+    values, grads = [], []
+    for vectors in (None, loss.fixed_vectors(fixed, mask)):
+        moving = (fixed + 0.2 * torch.sin(torch.arange(20.0))[:, None]).requires_grad_(True)
+        value = loss(fixed, moving, mask) if vectors is None else loss(fixed, moving, mask, fixed_vectors=vectors)
+        value.backward()
+        values.append(value.item())
+        grads.append(moving.grad)
+    assert values[0] > 0 and values[1] == pytest.approx(values[0], rel=1e-6)
+    assert grads[0].abs().sum() > 0 and torch.allclose(grads[1], grads[0], rtol=1e-5, atol=1e-9)
+
+
 def test_feature_map_update_does_not_apply_the_transform_twice(smooth_model):
     fixed = blobs(5)
     moving = blobs(5, shift=(2.0, -1.0))  # moving(x + (2, -1)) = fixed(x): the truth is that translation

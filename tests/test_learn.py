@@ -2,6 +2,7 @@
 elastix's transformix applies, and the IMPACT term's gradient reaching the network."""
 from __future__ import annotations
 
+import importlib
 
 import numpy as np
 import pytest
@@ -21,6 +22,8 @@ from impactreg.learn.network import build_network  # noqa: E402
 from impactreg.learn.train import _batch, loss_terms, network_field  # noqa: E402
 from impactreg.transforms.elastix_files import write_transform_file  # noqa: E402
 from impactreg.warp import map_points  # noqa: E402
+
+train_module = importlib.import_module("impactreg.learn.train")  # the module, not the function of that name
 
 TINY = dict(features=(4, 8, 8), strides=(2, 2), integration_steps=3, learning_rate=3e-3)
 
@@ -117,6 +120,19 @@ def test_same_seed_same_weights_and_resume_gives_the_same_state(cohort, tmp_path
     for key in a:
         assert torch.equal(a[key], b[key]) and torch.equal(a[key], c[key])
     assert any(not torch.equal(a[key], d[key]) for key in a)
+
+
+def test_cached_fixed_features_train_the_same_weights(cohort, tmp_path, monkeypatch):
+    """Each pair's fixed-image features are computed once and kept: the weights equal those of a run that
+    recomputes them at every step (a cache of no values)."""
+    pairs = read_pairs_csv(cohort / "cohort.csv")
+    settings = lambda: LearnSettings(**TINY, epochs=2, seed=0)  # noqa: E731
+    train(pairs, tmp_path / "cached.pt", settings(), validation_fraction=0.0, report=None)
+    monkeypatch.setattr(train_module, "FIXED_CACHE_VALUES", 0)
+    train(pairs, tmp_path / "recomputed.pt", settings(), validation_fraction=0.0, report=None)
+    cached, recomputed = weights(tmp_path / "cached.pt"), weights(tmp_path / "recomputed.pt")
+    for key in cached:
+        torch.testing.assert_close(cached[key], recomputed[key], rtol=1e-6, atol=1e-9)
 
 
 def test_impact_gradient_reaches_the_network(cohort):

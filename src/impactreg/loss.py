@@ -82,31 +82,44 @@ class IMPACT(torch.nn.Module):
         layers = [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
         return [layer.transpose(0, 1)[None].movedim(2, axis) for layer in layers]
 
-    def forward(self, fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def _vectors(self, x: torch.Tensor, mask: torch.Tensor | None) -> list[torch.Tensor]:
+        """The selected layers' features of ``x``, each as (voxels inside the mask, channels)."""
+        vectors = []
+        for extractor, layers_mask in zip(self.extractors, self.masks):
+            layers = self._features(extractor, x, len(layers_mask))
+            if len(layers) != len(layers_mask):
+                raise ModelError(f"IMPACT loss: layers mask {layers_mask!r} has {len(layers_mask)} digits but "
+                                 f"{extractor.name} gives {len(layers)} layers")
+            for index, flag in enumerate(layers_mask):
+                if flag != "1":
+                    continue
+                f = layers[index]
+                v = f.movedim(1, -1).reshape(-1, f.shape[1])
+                if mask is not None:
+                    resized = F.interpolate(mask.float(), size=f.shape[2:], mode="nearest")
+                    v = v.index_select(0, torch.nonzero(resized.reshape(-1) > 0.5)[:, 0])
+                vectors.append(v)
+        return vectors
+
+    def fixed_vectors(self, fixed: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """The fixed image's features as ``forward`` compares them, without autograd: computed once, they
+        can be passed back as ``forward(..., fixed_vectors=...)`` for every moving image against that fixed one."""
+        with torch.no_grad():
+            return self._vectors(fixed, mask)
+
+    def forward(self, fixed: torch.Tensor, moving: torch.Tensor, mask: torch.Tensor | None = None,
+                fixed_vectors: list[torch.Tensor] | None = None) -> torch.Tensor:
         spatial = self.dimension + (1 if self.slice_axis is not None else 0)
         if fixed.shape != moving.shape or fixed.dim() != spatial + 2:
             raise ModelError(f"IMPACT loss expects two tensors (B, C, *spatial) of the same shape with {spatial} "
                              f"spatial axes, got {tuple(fixed.shape)} and {tuple(moving.shape)}")
+        f_vectors = self._vectors(fixed, mask) if fixed_vectors is None else fixed_vectors
+        m_vectors = self._vectors(moving, mask)
+        distances = [d for layers_mask, d in zip(self.masks, self.distances) for flag in layers_mask if flag == "1"]
         total = fixed.new_zeros(())
-        w = iter(self.weights)
-        for extractor, norm, layers_mask, distance in zip(self.extractors, self.normalizations, self.masks, self.distances):
-            f_out = self._features(extractor, fixed, len(layers_mask))
-            m_out = self._features(extractor, moving, len(layers_mask))
-            if len(f_out) != len(layers_mask):
-                raise ModelError(f"IMPACT loss: layers mask {layers_mask!r} has {len(layers_mask)} digits but "
-                                 f"{extractor.name} gives {len(f_out)} layers")
-            for index, flag in enumerate(layers_mask):
-                if flag != "1":
-                    continue
-                f, m = f_out[index], m_out[index]
-                fv = f.movedim(1, -1).reshape(-1, f.shape[1])
-                mv = m.movedim(1, -1).reshape(-1, m.shape[1])
-                if mask is not None:
-                    resized = F.interpolate(mask.float(), size=f.shape[2:], mode="nearest")
-                    keep = resized.reshape(-1) > 0.5
-                    fv, mv = fv[keep], mv[keep]
-                if self.subset_features and self.subset_features < fv.shape[1]:
-                    subset = torch.randperm(fv.shape[1], device=fv.device)[: self.subset_features]
-                    fv, mv = fv[:, subset], mv[:, subset]
-                total = total + next(w) * DISTANCES[distance](fv, mv)
+        for fv, mv, weight, distance in zip(f_vectors, m_vectors, self.weights, distances):
+            if self.subset_features and self.subset_features < fv.shape[1]:
+                subset = torch.randperm(fv.shape[1], device=fv.device)[: self.subset_features]
+                fv, mv = fv[:, subset], mv[:, subset]
+            total = total + weight * DISTANCES[distance](fv, mv)
         return total

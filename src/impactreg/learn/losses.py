@@ -46,10 +46,20 @@ class RegistrationLoss(torch.nn.Module):
             return batch["fixed"], batch["moving"]
         return batch["fixed_input"], batch["moving_input"]
 
+    def fixed_vectors(self, fixed: torch.Tensor, mask: torch.Tensor | None = None) -> list[torch.Tensor] | None:
+        """IMPACT's features of the fixed image, to pass back to ``forward`` for that fixed image (None for MI/LNCC)."""
+        return self.similarity.fixed_vectors(fixed, mask) if self.settings.similarity == "impact" else None
+
     def forward(self, fixed: torch.Tensor, warped: torch.Tensor, field: torch.Tensor, mask: torch.Tensor | None = None,
-                fixed_onehot: torch.Tensor | None = None, warped_onehot: torch.Tensor | None = None) -> dict:
-        """The terms and their weighted sum ('loss'); tensors (B, C, *spatial)."""
-        terms = {self.settings.similarity: self.similarity(fixed, warped, mask)}
+                fixed_onehot: torch.Tensor | None = None, warped_onehot: torch.Tensor | None = None,
+                fixed_vectors: list[torch.Tensor] | None = None) -> dict:
+        """The terms and their weighted sum ('loss'); tensors (B, C, *spatial). ``fixed_vectors``: from
+        ``fixed_vectors(fixed, mask)`` (IMPACT), so that the fixed image's features are not computed again."""
+        if fixed_vectors is not None:
+            similarity = self.similarity(fixed, warped, mask, fixed_vectors=fixed_vectors)
+        else:
+            similarity = self.similarity(fixed, warped, mask)
+        terms = {self.settings.similarity: similarity}
         with warnings.catch_warnings():  # MONAI's finite differences index with lists (torch deprecates it)
             warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing")
             terms["reg"] = self.regularizer(field)

@@ -50,12 +50,13 @@ def instance_optimise(model: TrainedModel, batch: dict, field_: torch.Tensor, st
     optimizer = torch.optim.Adam([parameter], lr=learning_rate)
     network = model.network
     fixed, moving = loss_fn.images(batch)
+    fixed_vectors = loss_fn.fixed_vectors(fixed, batch["mask"])  # the fixed image's features, once
     values = []
     from tqdm import tqdm
 
     for _ in tqdm(range(steps), disable=not progress, leave=False, desc="instance optimisation"):
         ddf = network.displacement(parameter)
-        terms = loss_fn(fixed, network.warp(moving, ddf), parameter, batch["mask"])
+        terms = loss_fn(fixed, network.warp(moving, ddf), parameter, batch["mask"], fixed_vectors=fixed_vectors)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         optimizer.step()

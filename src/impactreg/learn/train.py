@@ -31,6 +31,7 @@ from .network import RegistrationNetwork, atomic_save, build_network, save_model
 from .settings import LearnSettings
 
 CHECKPOINT_FORMAT = "impactreg.learn.checkpoint"
+FIXED_CACHE_VALUES = 100_000_000  # fixed images' IMPACT features kept between epochs: 400 MB of float32 at most
 
 
 @dataclass
@@ -97,7 +98,8 @@ def network_field(network: RegistrationNetwork, batch: dict, settings: LearnSett
     return out.to(torch.float32)
 
 
-def loss_terms(network, loss_fn: RegistrationLoss, batch: dict, field_: torch.Tensor) -> dict:
+def loss_terms(network, loss_fn: RegistrationLoss, batch: dict, field_: torch.Tensor,
+               fixed_vectors: list[torch.Tensor] | None = None) -> dict:
     ddf = network.displacement(field_)
     fixed, moving = loss_fn.images(batch)
     warped = network.warp(moving, ddf)
@@ -106,7 +108,25 @@ def loss_terms(network, loss_fn: RegistrationLoss, batch: dict, field_: torch.Te
         labels = loss_fn.settings.labels
         onehots = {"fixed_onehot": one_hot(batch["fixed_labels"], labels),
                    "warped_onehot": network.warp(one_hot(batch["moving_labels"], labels), ddf)}
-    return loss_fn(fixed, warped, field_, batch["mask"], **onehots)
+    return loss_fn(fixed, warped, field_, batch["mask"], fixed_vectors=fixed_vectors, **onehots)
+
+
+def fixed_vectors(loss_fn: RegistrationLoss, chosen: list[PairData], device, cache: dict) -> list | None:
+    """IMPACT's features of the chosen pairs' fixed images (None for MI/LNCC), each pair's computed once
+    and kept in ``cache`` (by pair id) while the cache holds under FIXED_CACHE_VALUES values."""
+    if loss_fn.settings.similarity != "impact":
+        return None
+    parts = []
+    for pair in chosen:
+        vectors = cache.get(pair.id)
+        if vectors is None:
+            one = _batch([pair], device)
+            vectors = loss_fn.fixed_vectors(loss_fn.images(one)[0], one["mask"])
+            held = sum(v.numel() for kept in cache.values() for v in kept)
+            if held + sum(v.numel() for v in vectors) <= FIXED_CACHE_VALUES:
+                cache[pair.id] = vectors
+        parts.append(vectors)
+    return [torch.cat([p[k] for p in parts]) for k in range(len(parts[0]))]
 
 
 def validate(network: RegistrationNetwork, pairs: list[PairData], settings: LearnSettings, device) -> dict:
@@ -196,6 +216,7 @@ def train(pairs: list[PairFiles], model_path: str | os.PathLike, settings: Learn
         report(f"training on {len(data)} pair(s), validating on {len(val)}; model grid {grid.size} at "
                f"{grid.spacing} mm; {settings.epochs} epoch(s) of {batches_per_epoch} step(s)")
     network.train()
+    fixed_cache: dict = {}
     consistent = True  # False while a step is half done: an interruption then saves nothing
     save = lambda: _save_checkpoint(ckpt, network, optimizer, grid, settings, epoch, index, step, history, split)  # noqa: E731
     try:
@@ -216,7 +237,8 @@ def train(pairs: list[PairFiles], model_path: str | os.PathLike, settings: Learn
                 chosen = [data[i] for i in order[index * settings.batch_size:(index + 1) * settings.batch_size]]
                 batch = _batch(chosen, device)
                 consistent = False
-                terms = loss_terms(network, loss_fn, batch, network_field(network, batch, settings, device))
+                terms = loss_terms(network, loss_fn, batch, network_field(network, batch, settings, device),
+                                   fixed_vectors(loss_fn, chosen, device, fixed_cache))
                 optimizer.zero_grad(set_to_none=True)
                 terms["loss"].backward()
                 optimizer.step()
