@@ -162,7 +162,7 @@ def compare(names: list[str], iterations: int) -> None:
         print(f"lung CT {fixed.grid.size} moved by a known affine transform; {len(points)} body points; "
               f"{iterations} iterations per level (times from a shared machine are indicative only)")
         print(f"{'map':<52} {'ours-elastix':>12} {'ours-known':>10} {'elastix-known':>13} {'ours s':>7} "
-              f"{'elastix s':>9}")
+              f"{'elastix s':>9} {'ratio':>6}")
         for name in names:
             path = compat_corpus.CORPUS / name
             row = f"{name:<52}"
@@ -178,7 +178,7 @@ def compare(names: list[str], iterations: int) -> None:
                 with torch.no_grad():
                     a, b = ours.map(points), theirs.map(points)
                 d = lambda p, q: float((p - q).norm(dim=1).mean())  # noqa: E731
-                row += f" {d(a, b):12.3f} {d(a, true_points):10.3f} {d(b, true_points):13.3f} {ours_s:7.1f} {theirs_s:9.1f}"
+                row += f" {d(a, b):12.3f} {d(a, true_points):10.3f} {d(b, true_points):13.3f} {ours_s:7.2f} {theirs_s:9.2f} {ours_s / theirs_s:6.2f}"
                 if elastix_threads(path) == 1:
                     row += " (elastix on 1 thread: a multi-metric map)"
             except Exception as exc:  # noqa: BLE001 - one failing map is one row
