@@ -36,11 +36,36 @@ def test_matches_scipy_map_coordinates(dim, order, mode):
         np.testing.assert_allclose(got.values[:, c].numpy(), ref, atol=1e-10)
 
 
-def test_prefilter_matches_scipy_spline_filter():
-    data = torch.from_numpy(np.random.default_rng(4).normal(size=(1, 6, 30, 3)))
-    coef = bspline_coefficients(data, 3)
-    ref = ndimage.spline_filter(data[0].numpy(), order=3, mode="mirror")
-    np.testing.assert_allclose(coef[0].numpy(), ref, atol=1e-12)
+@pytest.mark.parametrize("compiled", [True, False], ids=["recursive", "fir"])
+@pytest.mark.parametrize("order", [2, 3, 4, 5])
+@pytest.mark.parametrize("shape", [(2, 6, 30, 3), (1, 1, 2, 41), (3, 9, 7)])
+def test_prefilter_matches_scipy_spline_filter(monkeypatch, compiled, order, shape):
+    """Both prefilters (the compiled recursive one on the CPU, the torch FIR elsewhere) give scipy's
+    mirror-boundary coefficients, on lines from 1 voxel (left as they are) to longer than the
+    recursion's horizon, channel by channel."""
+    import impactreg.compute.dispatch as dispatch
+
+    monkeypatch.setattr(dispatch, "ENABLED", compiled and dispatch.ENABLED)
+    data = torch.from_numpy(np.random.default_rng(4).normal(size=shape))
+    coef = bspline_coefficients(data, order)
+    for c in range(shape[0]):
+        ref = ndimage.spline_filter(data[c].numpy(), order=order, mode="mirror")
+        np.testing.assert_allclose(coef[c].numpy(), ref, atol=1e-10)
+
+
+def test_recursive_prefilter_in_float32_is_closer_to_float64_than_the_fir():
+    import impactreg.compute.dispatch as dispatch
+
+    data = torch.from_numpy(np.random.default_rng(5).normal(size=(2, 20, 24, 28)).astype(np.float32))
+    exact = bspline_coefficients(data.double(), 3, torch.float64)
+    recursive = bspline_coefficients(data, 3, torch.float32)
+    dispatch.ENABLED, enabled = False, dispatch.ENABLED
+    try:
+        fir = bspline_coefficients(data, 3, torch.float32)
+    finally:
+        dispatch.ENABLED = enabled
+    assert recursive.dtype == torch.float32
+    assert float((recursive.double() - exact).abs().max()) < float((fir.double() - exact).abs().max()) < 1e-4
 
 
 def test_nearest_rounds_half_up_and_matches_scipy_inside():

@@ -118,8 +118,11 @@ def test_a_budgeted_jacobian_run_peaks_below_its_limit(tmp_path):
 
 
 def test_prefilter_in_slabs_equals_the_whole_array(monkeypatch):
+    """The torch FIR (GPU, kernels off) filters slab by slab; the compiled recursive filter needs no slabs."""
+    import impactreg.compute.dispatch as dispatch
     import impactreg.interpolation as interpolation
 
+    monkeypatch.setattr(dispatch, "ENABLED", False)
     data = volume((23, 17, 11)).data
     whole = bspline_coefficients(data, 3, torch.float64)
     monkeypatch.setattr(interpolation, "PREFILTER_SLAB_BYTES", 4096)  # slabs of one plane

@@ -80,16 +80,18 @@ def _slabs(shape, axis: int, taps: int, itemsize: int) -> tuple[int, int]:
 
 def bspline_coefficients(data: torch.Tensor, order: int = 3, dtype: torch.dtype = torch.float64) -> torch.Tensor:
     """B-spline coefficients of channel-first data (C, [Z,] Y, X) under mirror boundary conditions,
-    computed in ``dtype`` (float64: exact to 1e-16; float32: to 1e-7 with a shorter filter).
-
-    Filtered in place in one copy of ``data``, slab by slab along another axis, so that the
-    temporaries stay within PREFILTER_SLAB_BYTES whatever the image size."""
+    in ``dtype``. On the CPU the compiled recursive filter (``compute.bspline_prefilter``, float64
+    inside); elsewhere (GPU, autograd, kernels off) an FIR (float64: exact to 1e-16; float32: to 1e-7
+    with a shorter filter), in place in one copy of ``data``, slab by slab along another axis, so that
+    the temporaries stay within PREFILTER_SLAB_BYTES whatever the image size."""
     if order < 2:
         return data
+    coef = data.to(dtype=dtype, copy=True).contiguous()
+    if compute.bspline_prefilter(coef, order):  # the recursive filter, compiled, on the CPU
+        return coef
     tolerance = 1e-16 if dtype == torch.float64 else 1e-8
     taps = torch.as_tensor(_prefilter_taps(order, tolerance), dtype=dtype, device=data.device)
     half = (taps.numel() - 1) // 2
-    coef = data.to(dtype=dtype, copy=True).contiguous()
     for axis in range(1, coef.dim()):
         along, thickness = _slabs(coef.shape, axis, taps.numel(), coef.element_size())
         for start in range(0, coef.shape[along], thickness):

@@ -20,6 +20,8 @@ parzen_joint / _contract  kernels.parzen_taps,       twins.parzen_taps, twins.pa
 convolve_axis             kernels.convolve_axis,     twins.convolve_axis (then the stride)
                           smoothing.convolve_axis_
                           strided (every step-th)
+bspline_prefilter         prefilter.prefilter_axis   none: False, and the caller runs its FIR
+                          (recursive, in place)      (interpolation.bspline_coefficients, torch)
 voxel_world_points        kernels.voxel_world_points twins.voxel_world_points
 box_coordinates           random_coordinates.        twins.box_coordinates
                           box_coordinates
@@ -48,9 +50,9 @@ from .parallel import ThreadChoice
 from .tables import ImageTable, ParzenParts, SplineTable
 
 try:
-    from . import bending, kernels, linear_metrics, point_sampler, random_coordinates, smoothing
+    from . import bending, kernels, linear_metrics, point_sampler, prefilter, random_coordinates, smoothing
 except ImportError:  # numba missing: the torch twins do everything
-    bending = kernels = linear_metrics = point_sampler = random_coordinates = smoothing = None
+    bending = kernels = linear_metrics = point_sampler = prefilter = random_coordinates = smoothing = None
 
 ENABLED = kernels is not None and os.environ.get("IMPACTREG_KERNELS", "1") != "0"
 PARALLEL_WORK = 1 << 20  # multiply-adds of one image sampling from which the registration's threads share it
@@ -214,6 +216,22 @@ def convolve_axis(data: torch.Tensor, kernel: torch.Tensor, axis: int, start: in
     shape = list(data.shape)
     shape[along] = count
     return out.reshape(shape)
+
+
+def bspline_prefilter(coef: torch.Tensor, order: int) -> bool:
+    """B-spline coefficients of order 2-5 of channel-first data coef (C, [Z,] Y, X), contiguous, in place, under
+    whole-sample mirror boundaries, by the recursive filter; False (coef untouched) where the caller's torch FIR
+    must run instead."""
+    if not _compiled(coef) or not coef.is_contiguous() or order not in prefilter.POLES:
+        return False
+    poles, gain = prefilter.poles_and_gain(order)
+    array = coef.numpy()
+    for along in range(1, coef.dim()):
+        n = coef.shape[along]
+        if n > 1:
+            outer = int(np.prod(coef.shape[:along]))
+            prefilter.prefilter_axis(array.reshape(outer, n, -1), poles, gain)
+    return True
 
 
 def voxel_world_points(grid: Grid, flat: torch.Tensor, jitter: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
