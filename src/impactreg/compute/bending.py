@@ -16,7 +16,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .kernels import FAST, MAX_TAPS, _cubic, _cubic_derivative, _kernel, _kernel_derivative
+from .kernels import MAX_TAPS, ORDERED, _cubic, _cubic_derivative, _kernel, _kernel_derivative
 
 
 @njit(cache=True, inline="always")
@@ -26,7 +26,7 @@ def _second_derivative(t, order):
     return _kernel(t + 1.0, order - 2) - 2.0 * _kernel(t, order - 2) + _kernel(t - 1.0, order - 2)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def bending_energy(params, sizes, order, w2i, origin, points, a, scale, grad):
     """Sum over points (N, D) of sum_d ||H_d||^2 (returned) for the B-spline with parameters
     (D * K,) on control grid ``sizes`` (x, y[, z]); grad (D * K,) += its gradient times ``scale`` / 2

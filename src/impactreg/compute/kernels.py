@@ -21,6 +21,9 @@ PREFETCH_ABOVE = 1 << 20  # coefficients (~4 MB float32): beyond the L2 cache, m
 TOUCH_BLOCK = 16  # points whose B-spline supports are loaded ahead at once (_touch_supports)
 TOUCH_SUPPORTS_ABOVE = 1 << 22  # coefficients (16 MB float32) of a map of several channels beyond the L3 cache
 FAST = {"reassoc", "contract", "nsz", "arcp"}  # fastmath without assuming no NaN/inf
+# without "reassoc": sums in source order. Vectorised reductions peel to the arrays' alignment, so their last
+# bits would change with where numpy placed the work arrays (a golden test failed only after other tests ran)
+ORDERED = {"contract", "nsz", "arcp"}
 
 
 @njit(cache=True, inline="always")

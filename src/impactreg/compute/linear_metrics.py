@@ -18,7 +18,7 @@ import math
 import numpy as np
 from numba import njit
 
-from .kernels import FAST, parzen_contract, parzen_joint, parzen_taps
+from .kernels import ORDERED, parzen_contract, parzen_joint, parzen_taps
 from .point_sampler import LINEAR_ORDERS, sample_point
 
 METRICS = ("mattes_mi", "mean_squares", "normalized_correlation")  # the kernels compute.linear_intensity runs
@@ -41,7 +41,7 @@ def work_arrays(n: int, dim: int, fixed_order: int = 0, moving_order: int = -1, 
             np.empty(2 * fixed_bins * moving_bins + 2 * (fixed_bins + moving_bins)))
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def _value_and_derivative(joint, derivative, marginals):
     """-MI = -sum p log(p / (pf pm)) of the joint histogram (Bf, Bm), and d(-MI)/dp_ij = -(log p_ij - log pm_j)
     (pf does not depend on the moving values) where p_ij and pf_i pm_j exceed 1e-16, else 0; ``marginals``
@@ -107,7 +107,7 @@ def _inside(c0, c1, c2, nx, ny, nz, dim):
     return ok and (dim == 2 or (c2 >= -0.5 and c2 < nz - 0.5))
 
 
-@njit(cache=True, fastmath=FAST, inline="always")
+@njit(cache=True, fastmath=ORDERED, inline="always")
 def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask, mask_w2i,
             mask_origin, scales, work, dim):
     """Pass 1: the valid samples (T(x) inside the moving image and its mask) packed at the front of ``work`` as
@@ -150,7 +150,7 @@ def _gather(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, 
     return n
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def mattes_mi(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
               mask_w2i, mask_origin, scales, fixed_binning, moving_binning, work, index, hist, moments):
     """Mattes MI (lower is better) at T(x) = matrix (pre x + pre_offset) + offset for samples x (N, D) with fixed
@@ -193,7 +193,7 @@ def mattes_mi(points, fixed_values, pre, pre_offset, matrix, offset, coef, order
     return value, n
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def _moments(valid, dv_dm, dim, moments):
     """moments (D + 1, D) += [sum_s d_s u_s^T; sum_s d_s] with d_s = dv_dm[s] g_s, over the gathered samples."""
     for s in range(valid.shape[0]):
@@ -204,7 +204,7 @@ def _moments(valid, dv_dm, dim, moments):
                 moments[i, j] += d * valid[s, 2 + dim + j]
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
               mask_w2i, mask_origin, scales, work, moments):
     """Pass 1 with a constant dimension; moments zeroed. Returns the valid count."""
@@ -217,7 +217,7 @@ def _gathered(points, fixed_values, pre, pre_offset, matrix, offset, coef, order
                    mask_w2i, mask_origin, scales, work, 3)
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def mean_squares(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin, mask,
                  mask_w2i, mask_origin, scales, normalization, work, moments):
     """AdvancedMeanSquares sum (m - f)^2 / (N normalization) over the valid samples, as ``mattes_mi`` (same
@@ -238,7 +238,7 @@ def mean_squares(points, fixed_values, pre, pre_offset, matrix, offset, coef, or
     return value * scale, n
 
 
-@njit(cache=True, fastmath=FAST)
+@njit(cache=True, fastmath=ORDERED)
 def normalized_correlation(points, fixed_values, pre, pre_offset, matrix, offset, coef, order, mirror, w2i, origin,
                            mask, mask_w2i, mask_origin, scales, subtract_mean, work, moments):
     """AdvancedNormalizedCorrelation -sum f' m' / sqrt(sum f'^2 sum m'^2) (primes: minus the means when
