@@ -114,3 +114,12 @@ def test_points_keep_leading_shape():
     got = sample(image, pts.reshape(2, 3, 4, 3), order=3, gradient=True)
     assert got.values.shape == (2, 3, 4, 1) and got.gradients.shape == (2, 3, 4, 1, 3)
     assert got.inside.shape == (2, 3, 4)
+
+
+def test_prefilter_of_half_precision_data_runs_the_fir():
+    """numba compiles no kernel for bfloat16: such coefficients come from the torch FIR, not an error."""
+    data = torch.from_numpy(np.random.default_rng(6).normal(size=(1, 5, 6, 7)))
+    coef = bspline_coefficients(data.to(torch.bfloat16), 3, torch.bfloat16)
+    exact = bspline_coefficients(data, 3, torch.float64)
+    assert coef.dtype == torch.bfloat16
+    assert float((coef.double() - exact).abs().max()) < 0.3  # bfloat16 keeps 8 bits

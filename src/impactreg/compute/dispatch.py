@@ -222,7 +222,8 @@ def bspline_prefilter(coef: torch.Tensor, order: int) -> bool:
     """B-spline coefficients of order 2-5 of channel-first data coef (C, [Z,] Y, X), contiguous, in place, under
     whole-sample mirror boundaries, by the recursive filter; False (coef untouched) where the caller's torch FIR
     must run instead."""
-    if not _compiled(coef) or not coef.is_contiguous() or order not in prefilter.POLES:
+    if (not _compiled(coef) or not coef.is_contiguous() or order not in prefilter.POLES
+            or coef.dtype not in (torch.float32, torch.float64)):  # numba has no half or bfloat16
         return False
     poles, gain = prefilter.poles_and_gain(order)
     array = coef.numpy()
